@@ -1,0 +1,4 @@
+"""course_utils: the heavy lifting behind the LLM course notebooks (one concept per module)."""
+
+from .env import Profile, device, doctor, profile, seed_everything
+from .models import load_model
