@@ -164,3 +164,49 @@ def pretraining_corpus(n_documents: int, *, seed: int = 0, task_fraction: float 
         else:
             docs.append(make_story(rng))
     return docs
+
+
+# ---- chat-format instruction data for SFT (lab 07) ---------------------------------------------
+
+def task_to_messages(task: Task, *, with_answer: bool = True) -> list[dict[str, str]]:
+    """A task as chat messages: [user prompt, assistant answer] (just the user turn if with_answer=False)."""
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a data.Task, got {type(task).__name__}")
+    messages = [{"role": "user", "content": task.prompt}]
+    if with_answer:
+        messages.append({"role": "assistant", "content": task.answer})
+    return messages
+
+
+def make_sft_conversations(n: int, split: str = "train", *, seed: int = 0,
+                           families: list[str] | None = None) -> list[list[dict[str, str]]]:
+    """`n` single-turn conversations (user task, assistant answer) from the given split."""
+    return [task_to_messages(t) for t in make_tasks(n, split, seed=seed, families=families)]
+
+
+def make_eval_tasks(n_per_family: int, split: str = "test", *, seed: int = 1,
+                    families: list[str] | None = None) -> list[Task]:
+    """`n_per_family` tasks of every family (same count each, for per-family accuracy), family by family."""
+    if not isinstance(n_per_family, int) or n_per_family < 1:
+        raise ValueError(f"n_per_family must be a positive int, got {n_per_family!r}")
+    families = list(TASK_FAMILIES) if families is None else families
+    return [t for i, fam in enumerate(families) for t in make_tasks(n_per_family, split, seed=seed + 1000 * i,
+                                                                     families=[fam])]
+
+
+def check_answer(task: Task, completion: str) -> bool:
+    """Exact match: the completion, stripped of surrounding whitespace, equals the task's answer."""
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a data.Task, got {type(task).__name__}")
+    if not isinstance(completion, str):
+        raise TypeError(f"completion must be a str, got {type(completion).__name__}")
+    return completion.strip() == task.answer
+
+
+def alpaca_to_messages(row: dict) -> list[dict[str, str]]:
+    """An Alpaca-style record {instruction, input, output} as [user, assistant] messages (for hub datasets on a GPU)."""
+    missing = [k for k in ("instruction", "output") if k not in row]
+    if missing:
+        raise ValueError(f"row must have keys 'instruction' and 'output' (and optionally 'input'), missing {missing}")
+    prompt = row["instruction"] + (f"\n\n{row['input']}" if row.get("input") else "")
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": row["output"]}]

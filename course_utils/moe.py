@@ -1,0 +1,393 @@
+"""Mixture-of-Experts (混合专家): top-k router, sparse MoE layer, load-balancing loss, capacity, active parameters.
+
+References: Shazeer et al. 2017 (sparsely-gated MoE, noisy top-k, importance CV loss, arXiv:1701.06538);
+Lepikhin et al. 2020 (GShard, expert capacity, arXiv:2006.16668); Fedus et al. 2021 (Switch Transformer,
+top-1 routing and the f·P load-balancing loss, arXiv:2101.03961); Jiang et al. 2024 (Mixtral, arXiv:2401.04088).
+Names follow transformers' Mixtral / Qwen3-MoE code (`gate`, `experts`, `gate_proj/up_proj/down_proj`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _check_int(name: str, value, low: int = 1) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _check_experts(n_experts, top_k) -> None:
+    _check_int("n_experts", n_experts)
+    _check_int("top_k", top_k)
+    if top_k > n_experts:
+        raise ValueError(f"top_k must be <= n_experts ({n_experts}), got {top_k}")
+
+
+# ---- experts and router ----------------------------------------------------------------------------
+
+class SwiGLUExpert(nn.Module):
+    """One expert: a SwiGLU FFN, down(silu(gate(x)) * up(x)). x (..., d_model) -> (..., d_model)."""
+
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        _check_int("d_model", d_model)
+        _check_int("d_ff", d_ff)
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def top_k_routing(router_logits: torch.Tensor, top_k: int, norm_topk_prob: bool = True):
+    """Softmax over experts, keep the top_k, optionally renormalize: logits (N, E) -> (weights (N, k), index (N, k)).
+
+    The same as setting the other logits to -inf before the softmax ("KeepTopK") when norm_topk_prob=True.
+    """
+    if not isinstance(router_logits, torch.Tensor) or router_logits.dim() != 2:
+        raise ValueError(f"router_logits must be a 2-D tensor (tokens, experts), got "
+                         f"{getattr(router_logits, 'shape', type(router_logits).__name__)}")
+    _check_experts(router_logits.shape[-1], top_k)
+    probs = torch.softmax(router_logits.float(), dim=-1)  # (N, E), float32 like transformers
+    weights, index = torch.topk(probs, top_k, dim=-1)  # (N, k)
+    if norm_topk_prob:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights.to(router_logits.dtype), index
+
+
+class TopKRouter(nn.Module):
+    """Linear gate + top-k: x (N, d_model) -> (router_logits (N, E), weights (N, k), index (N, k)).
+
+    noise_std > 0 adds N(0, noise_std^2) to the logits in training mode (the noisy top-k of Shazeer et al.,
+    with a fixed instead of a learned noise scale); the loss terms always see the clean logits.
+    """
+
+    def __init__(self, d_model: int, n_experts: int, top_k: int, noise_std: float = 0.0, norm_topk_prob: bool = True):
+        super().__init__()
+        _check_int("d_model", d_model)
+        _check_experts(n_experts, top_k)
+        if not isinstance(noise_std, (int, float)) or noise_std < 0:
+            raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
+        self.n_experts, self.top_k, self.noise_std, self.norm_topk_prob = n_experts, top_k, float(noise_std), norm_topk_prob
+        self.weight = nn.Parameter(torch.empty(n_experts, d_model))  # (E, d_model), as in transformers
+        nn.init.normal_(self.weight, std=d_model ** -0.5)
+        self.generator: torch.Generator | None = None  # set one for reproducible routing noise
+
+    def forward(self, x: torch.Tensor):
+        router_logits = F.linear(x, self.weight)  # (N, E)
+        noisy = router_logits
+        if self.training and self.noise_std > 0:
+            noise = torch.randn(router_logits.shape, generator=self.generator, dtype=router_logits.dtype)
+            noisy = router_logits + self.noise_std * noise.to(router_logits.device)
+        weights, index = top_k_routing(noisy, self.top_k, self.norm_topk_prob)
+        return router_logits, weights, index
+
+
+# ---- capacity ---------------------------------------------------------------------------------------
+
+def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: float) -> int:
+    """Slots per expert: ceil(capacity_factor * n_tokens * top_k / n_experts) (GShard / Switch)."""
+    _check_int("n_tokens", n_tokens, 0)
+    _check_experts(n_experts, top_k)
+    if not isinstance(capacity_factor, (int, float)) or isinstance(capacity_factor, bool) or capacity_factor <= 0:
+        raise ValueError(f"capacity_factor must be a number > 0, got {capacity_factor!r}")
+    return math.ceil(capacity_factor * n_tokens * top_k / n_experts)
+
+
+def capacity_keep_mask(top_k_index: torch.Tensor, n_experts: int, capacity: int) -> torch.Tensor:
+    """Which (token, slot) assignments fit: index (N, k) -> keep (N, k) bool.
+
+    Priority: all first choices before second choices, earlier tokens first (GShard). An assignment over
+    capacity is dropped: that expert skips the token, and the residual connection carries it on.
+    """
+    if not isinstance(top_k_index, torch.Tensor) or top_k_index.dim() != 2:
+        raise ValueError(f"top_k_index must be a 2-D tensor (tokens, top_k), got "
+                         f"{getattr(top_k_index, 'shape', type(top_k_index).__name__)}")
+    _check_int("n_experts", n_experts)
+    _check_int("capacity", capacity, 0)
+    n, k = top_k_index.shape
+    flat = top_k_index.t().reshape(-1)  # (k*N,) slot-major: every token's first choice, then second...
+    one_hot = F.one_hot(flat, n_experts)  # (k*N, E)
+    position = (one_hot.cumsum(0) * one_hot).sum(-1) - 1  # (k*N,) place in its expert's queue
+    return (position < capacity).view(k, n).t()  # (N, k)
+
+
+# ---- the MoE layer ----------------------------------------------------------------------------------
+
+class MoE(nn.Module):
+    """Sparse MoE FFN: each token goes to its top_k experts, outputs mixed by the router weights.
+
+    x (B, T, d_model) or (N, d_model) -> same shape. After a forward the module keeps
+    `last_router_logits` (N, E), `last_top_k_index` (N, k) and `last_keep` (N, k) for losses and plots.
+    capacity_factor=None: no capacity limit (Mixtral, Qwen-MoE inference). noise_std: see TopKRouter.
+    """
+
+    def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int, capacity_factor: float | None = None,
+                 noise_std: float = 0.0, norm_topk_prob: bool = True):
+        super().__init__()
+        _check_int("d_model", d_model)
+        _check_int("d_ff", d_ff)
+        _check_experts(n_experts, top_k)
+        if capacity_factor is not None:
+            expert_capacity(1, n_experts, top_k, capacity_factor)  # validates capacity_factor
+        self.d_model, self.n_experts, self.top_k, self.capacity_factor = d_model, n_experts, top_k, capacity_factor
+        self.gate = TopKRouter(d_model, n_experts, top_k, noise_std, norm_topk_prob)
+        self.experts = nn.ModuleList(SwiGLUExpert(d_model, d_ff) for _ in range(n_experts))
+        self.last_router_logits = self.last_top_k_index = self.last_keep = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3) or x.shape[-1] != self.d_model:
+            raise ValueError(f"x must have shape (B, T, {self.d_model}) or (N, {self.d_model}), got "
+                             f"{tuple(getattr(x, 'shape', ()))}")
+        shape = x.shape
+        h = x.reshape(-1, self.d_model)  # (N, d_model)
+        router_logits, weights, index = self.gate(h)  # (N, E), (N, k), (N, k)
+        keep = torch.ones_like(index, dtype=torch.bool)
+        if self.capacity_factor is not None:
+            cap = expert_capacity(h.shape[0], self.n_experts, self.top_k, self.capacity_factor)
+            keep = capacity_keep_mask(index, self.n_experts, cap)
+        out = torch.zeros_like(h)
+        for e, expert in enumerate(self.experts):
+            token, slot = torch.where((index == e) & keep)  # the tokens routed to expert e, and in which slot
+            if token.numel() == 0:
+                continue
+            y = expert(h[token]) * weights[token, slot, None].to(h.dtype)  # (n_e, d_model)
+            out.index_add_(0, token, y)
+        self.last_router_logits, self.last_top_k_index, self.last_keep = router_logits, index, keep
+        return out.view(shape)
+
+    def expert_weights_3d(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Experts stacked as transformers stores them: gate_up_proj (E, 2*d_ff, d_model), down_proj (E, d_model, d_ff)."""
+        gate_up = torch.stack([torch.cat([e.gate_proj.weight, e.up_proj.weight], 0) for e in self.experts])
+        down = torch.stack([e.down_proj.weight for e in self.experts])
+        return gate_up, down
+
+
+def dense_reference_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
+    """The naive equivalent of MoE.forward (no capacity): run every expert on every token, zero the unchosen."""
+    h = x.reshape(-1, moe.d_model)  # (N, d_model)
+    _, weights, index = moe.gate(h)
+    all_out = torch.stack([e(h) for e in moe.experts], dim=1)  # (N, E, d_model)
+    mix = torch.zeros(h.shape[0], moe.n_experts, dtype=h.dtype).scatter_add_(1, index, weights.to(h.dtype))  # (N, E)
+    return (mix.unsqueeze(-1) * all_out).sum(1).view(x.shape)
+
+
+# ---- balancing losses and statistics ------------------------------------------------------------------
+
+def _as_layers(router_logits) -> list[torch.Tensor]:
+    layers = list(router_logits) if isinstance(router_logits, (tuple, list)) else [router_logits]
+    if not layers or not all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in layers):
+        raise ValueError("router_logits must be a 2-D tensor (tokens, experts) or a tuple/list of them (one per layer)")
+    return layers
+
+
+def load_balancing_loss(router_logits, n_experts: int, top_k: int, attention_mask: torch.Tensor | None = None):
+    """Switch-style aux loss E * sum_e f_e * P_e, the value transformers' Mixtral/Qwen-MoE `load_balancing_loss_func` gives.
+
+    router_logits: (N, E) or a tuple of per-layer (N, E) tensors (pooled over layers).
+    f_e = top-k assignments to expert e per token (sums to top_k); P_e = mean router probability of e.
+    Perfect balance gives top_k; total collapse (the same experts for every token) gives n_experts.
+    attention_mask (B, T) with B*T == N: padding tokens (0) are left out.
+    """
+    _check_experts(n_experts, top_k)
+    layers = _as_layers(router_logits)
+    if any(t.shape[-1] != n_experts for t in layers):
+        raise ValueError(f"router_logits last dim must equal n_experts={n_experts}, got {[t.shape[-1] for t in layers]}")
+    counts = torch.zeros(n_experts, dtype=torch.float32, device=layers[0].device)
+    prob_sum = torch.zeros(n_experts, dtype=torch.float32, device=layers[0].device)
+    rows = 0.0
+    for logits in layers:
+        w = torch.ones(logits.shape[0], device=logits.device)
+        if attention_mask is not None:
+            if attention_mask.numel() != logits.shape[0]:
+                raise ValueError(f"attention_mask must have {logits.shape[0]} elements (one per token), "
+                                 f"got {attention_mask.numel()}")
+            w = attention_mask.reshape(-1).float().to(logits.device)  # (N,)
+        probs = torch.softmax(logits.float(), dim=-1)  # (N, E)
+        index = probs.topk(top_k, dim=-1).indices  # (N, k)
+        counts = counts + (F.one_hot(index, n_experts).float() * w[:, None, None]).sum((0, 1))  # (E,)
+        prob_sum = prob_sum + (probs * w[:, None]).sum(0)  # (E,)
+        rows = rows + w.sum()
+    return n_experts * torch.sum((counts / rows) * (prob_sum / rows))
+
+
+def importance_cv_loss(router_logits) -> torch.Tensor:
+    """Shazeer et al.'s importance loss: CV(importance)^2, importance_e = sum over tokens of router prob of e."""
+    layers = _as_layers(router_logits)
+    importance = torch.softmax(torch.cat(layers).float(), dim=-1).sum(0)  # (E,)
+    return importance.var(unbiased=False) / importance.mean() ** 2
+
+
+def router_z_loss(router_logits) -> torch.Tensor:
+    """ST-MoE's z-loss: mean over tokens of logsumexp(logits)^2 (keeps router logits small)."""
+    return torch.logsumexp(torch.cat(_as_layers(router_logits)).float(), dim=-1).pow(2).mean()
+
+
+def expert_share(top_k_index: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Fraction of (token, slot) assignments each expert received: index (N, k) -> (E,) summing to 1."""
+    if not isinstance(top_k_index, torch.Tensor) or top_k_index.dim() != 2:
+        raise ValueError("top_k_index must be a 2-D tensor (tokens, top_k)")
+    _check_int("n_experts", n_experts)
+    counts = torch.bincount(top_k_index.reshape(-1), minlength=n_experts).float()
+    return counts / counts.sum()
+
+
+def coefficient_of_variation(x: torch.Tensor) -> float:
+    """std / mean (population std) of a 1-D tensor; 0 means perfectly even."""
+    return (x.float().std(unbiased=False) / x.float().mean()).item()
+
+
+# ---- parameter counts of real MoE models (built on the meta device: no memory) -------------------------
+
+# Public configs (from each model's config.json), as data.
+MOE_MODELS: dict[str, dict] = {
+    "mistralai/Mixtral-8x7B-v0.1": dict(
+        model_type="mixtral", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=8, vocab_size=32000, num_local_experts=8,
+        num_experts_per_tok=2, tie_word_embeddings=False),
+    "Qwen/Qwen3-30B-A3B": dict(
+        model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
+        num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128, vocab_size=151936,
+        num_experts=128, num_experts_per_tok=8, tie_word_embeddings=False, norm_topk_prob=True),
+}
+
+
+@dataclass
+class MoEParamCount:
+    """Parameter counts of an MoE model (numbers of parameters, not bytes)."""
+
+    total: int  # everything that must be loaded
+    active: int  # used per token: shared parts + top_k experts per MoE layer
+    per_expert_per_layer: int  # one expert FFN in one layer
+    n_moe_layers: int
+    n_experts: int
+    top_k: int
+
+
+def count_moe_params(name_or_config) -> MoEParamCount:
+    """Total and active parameters of a known MoE model (MOE_MODELS key) or config dict, counted on the meta device."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if isinstance(name_or_config, str):
+        if name_or_config not in MOE_MODELS:
+            raise ValueError(f"name_or_config must be one of {sorted(MOE_MODELS)} or a config dict, got {name_or_config!r}")
+        cfg = dict(MOE_MODELS[name_or_config])
+    elif isinstance(name_or_config, dict):
+        cfg = dict(name_or_config)
+    else:
+        raise TypeError(f"name_or_config must be a str or dict, got {type(name_or_config).__name__}")
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    n_experts = getattr(config, "num_local_experts", None) or config.num_experts
+    top_k = config.num_experts_per_tok
+    expert_tensors = [(n, p) for n, p in model.named_parameters() if ".experts." in n]  # (E, ...) per layer
+    n_moe_layers = len({n.split(".experts.")[0] for n, _ in expert_tensors})
+    per_expert = sum(p.numel() for _, p in expert_tensors) // (n_experts * n_moe_layers)
+    active = total - (n_experts - top_k) * per_expert * n_moe_layers
+    return MoEParamCount(total, active, per_expert, n_moe_layers, n_experts, top_k)
+
+
+# ---- a tiny MoE language model and its training loop ----------------------------------------------------
+
+def moe_language_model(vocab_size: int, *, d_model: int = 64, n_layers: int = 2, n_heads: int = 4, d_ff: int = 128,
+                       n_experts: int = 8, top_k: int = 2, noise_std: float = 0.0, max_positions: int = 256,
+                       seed: int = 0):
+    """A small transformers Qwen3ForCausalLM whose every FFN is replaced by our MoE (same attention, norms, RoPE)."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    _check_int("vocab_size", vocab_size)
+    _check_int("n_layers", n_layers)
+    _check_int("n_heads", n_heads)
+    if d_model % n_heads:
+        raise ValueError(f"d_model must be divisible by n_heads={n_heads}, got {d_model}")
+    torch.manual_seed(seed)
+    config = Qwen3Config(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=n_layers,
+                         num_attention_heads=n_heads, num_key_value_heads=n_heads, head_dim=d_model // n_heads,
+                         max_position_embeddings=max_positions, tie_word_embeddings=True)
+    model = Qwen3ForCausalLM(config)
+    for layer in model.model.layers:
+        layer.mlp = MoE(d_model, d_ff, n_experts, top_k, noise_std=noise_std)
+    return model
+
+
+def moe_layers(model) -> list[MoE]:
+    """The MoE modules of a model, in order."""
+    return [m for m in model.modules() if isinstance(m, MoE)]
+
+
+def train_moe_lm(model, rows: torch.Tensor, *, steps: int, batch_size: int, lr: float = 3e-3,
+                 aux_loss_coef: float = 0.01, seed: int = 0, log_every: int = 1) -> dict:
+    """Next-token training on packed rows (N, T) with loss = CE + aux_loss_coef * load_balancing_loss.
+
+    Returns {"step", "ce", "aux", "share"}: share is (n_logged, n_layers, E), each expert's fraction of assignments.
+    """
+    _check_int("steps", steps)
+    _check_int("batch_size", batch_size)
+    if not isinstance(rows, torch.Tensor) or rows.dim() != 2:
+        raise ValueError(f"rows must be a 2-D tensor of token ids (N, T), got {getattr(rows, 'shape', rows)}")
+    if aux_loss_coef < 0:
+        raise ValueError(f"aux_loss_coef must be >= 0, got {aux_loss_coef}")
+    gen = torch.Generator().manual_seed(seed)
+    layers = moe_layers(model)
+    if not layers:
+        raise ValueError("model has no MoE layers; build it with moe_language_model")
+    for i, m in enumerate(layers):
+        m.gate.generator = torch.Generator().manual_seed(seed + 1000 + i)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    log = {"step": [], "ce": [], "aux": [], "share": []}
+    model.train()
+    for step in range(steps):
+        batch = rows[torch.randint(0, rows.shape[0], (batch_size,), generator=gen)]  # (B, T)
+        logits = model(input_ids=batch).logits  # (B, T, V)
+        ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        aux = load_balancing_loss(tuple(m.last_router_logits for m in layers), layers[0].n_experts, layers[0].top_k)
+        loss = ce + aux_loss_coef * aux
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == steps - 1:
+            log["step"].append(step)
+            log["ce"].append(ce.item())
+            log["aux"].append(aux.item())
+            log["share"].append(torch.stack([expert_share(m.last_top_k_index, m.n_experts) for m in layers]))
+    model.eval()
+    log["share"] = torch.stack(log["share"])  # (n_logged, n_layers, E)
+    return log
+
+
+@torch.no_grad()
+def routing_by_token_class(model, tokenizer, rows: torch.Tensor, layer: int = 0) -> dict[str, torch.Tensor]:
+    """Expert share of the first choice for each token class (digit, letters, space+letters, punctuation/other).
+
+    rows (N, T) -> {class: (E,) shares}, measured on `layer`'s MoE.
+    """
+    layers = moe_layers(model)
+    if not 0 <= layer < len(layers):
+        raise ValueError(f"layer must be in [0, {len(layers) - 1}], got {layer}")
+    model.eval()
+    model(input_ids=rows)
+    first = layers[layer].last_top_k_index[:, 0]  # (N*T,)
+    classes = {"digit": [], "word start (space+letters)": [], "letters (inside a word)": [], "punctuation/other": []}
+    for pos, tok in enumerate(tokenizer.convert_ids_to_tokens(rows.reshape(-1).tolist())):
+        text = tok.replace("Ġ", " ").replace("Ċ", "\n")
+        if text.isdigit():
+            key = "digit"
+        elif text.startswith(" ") and text[1:].isalpha():
+            key = "word start (space+letters)"
+        elif text.isalpha():
+            key = "letters (inside a word)"
+        else:
+            key = "punctuation/other"
+        classes[key].append(pos)
+    n_experts = layers[layer].n_experts
+    return {k: torch.bincount(first[v], minlength=n_experts).float() / max(len(v), 1) for k, v in classes.items() if v}

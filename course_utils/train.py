@@ -1,0 +1,272 @@
+"""A small shared training loop: any loss of (model, batch), AdamW with warm-up + cosine, safetensors checkpoints, resume.
+
+    result = train(model, loss_fn, batch_fn, TrainConfig(steps=100, checkpoint_dir="runs/x", save_every=20))
+    result = train(model, loss_fn, batch_fn, cfg, resume=True)   # continues from the latest checkpoint
+
+`batch_fn(step) -> batch` should be deterministic in `step` (then a resumed run equals an uninterrupted one);
+an iterable also works: on resume its first `step * grad_accum` items are skipped.
+A checkpoint is a folder step_00000N/ with model.safetensors, optimizer.safetensors, rng.safetensors and
+trainer_state.json (written last, so a folder without it is an interrupted save and is ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer, schedule, logging and checkpoint settings for `train`."""
+
+    steps: int = 100  # optimizer steps in the whole run
+    lr: float = 1e-3  # peak learning rate
+    warmup: int = 10  # linear warm-up steps
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.0  # AdamW weight decay (matrices only)
+    betas: tuple[float, float] = (0.9, 0.95)  # AdamW betas
+    grad_clip: float | None = 1.0  # max global grad norm, None = off
+    grad_accum: int = 1  # micro-batches per optimizer step
+    log_every: int = 0  # print the loss every N steps (0 = silent)
+    save_every: int = 0  # write a checkpoint every N steps (0 = never; needs checkpoint_dir)
+    checkpoint_dir: str | os.PathLike | None = None  # where step_NNNNNN/ folders go
+    keep_last: int = 2  # checkpoints kept on disk
+    seed: int = 0  # seeds torch/python/numpy at the start of a fresh run
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: per-step losses and metrics, the last step reached, wall time."""
+
+    losses: list[float]
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    step: int = 0
+    seconds: float = 0.0
+    resumed_from: int | None = None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at `step` (0-based): linear warm-up, then cosine to lr * min_lr_ratio."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; weight decay on matrices only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=False everywhere)")
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temporary file in the same folder, then os.replace (never a half-written file)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with tied (shared-storage) tensors stored once; the tie is restored by load_state_dict."""
+    seen, out = set(), {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) if t.numel() else None
+        if key is not None and key in seen:
+            continue
+        seen.add(key)
+        out[name] = t.detach().contiguous().cpu()
+    return out
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"torch_cuda_{i}"] = s
+    return out
+
+
+def save_checkpoint(folder: str | os.PathLike, model, optimizer, step: int, *, config: TrainConfig | None = None,
+                    losses: list[float] | None = None, metrics: list[dict] | None = None) -> Path:
+    """Write model, optimizer, RNG state and step into `folder` (safetensors + JSON, each file atomically)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(folder / "model.safetensors", lambda p: save_file(_model_tensors(model), p))
+    opt_state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in opt_state["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"state.{idx}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars[f"state.{idx}.{k}"] = v
+    _atomic_write(folder / "optimizer.safetensors", lambda p: save_file(tensors, p))
+    _atomic_write(folder / "rng.safetensors", lambda p: save_file(_rng_tensors(), p))
+    state = {"step": step, "optimizer_param_groups": opt_state["param_groups"], "optimizer_scalars": scalars,
+             "python_random": repr(random.getstate()), "numpy_random": _np_state(),
+             "config": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(config).items()} if config else None,
+             "losses": losses or [], "metrics": metrics or []}
+    _atomic_write(folder / "trainer_state.json", lambda p: Path(p).write_text(json.dumps(state)))
+    return folder
+
+
+def _np_state() -> list:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
+    """The complete step_NNNNNN folder with the highest step, or None."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return None
+    done = [p for p in root.iterdir() if re.fullmatch(r"step_\d+", p.name) and (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name[5:]), default=None)
+
+
+def load_checkpoint(folder: str | os.PathLike, model, optimizer=None) -> dict:
+    """Restore model (and optimizer, RNG) from `folder`; returns the trainer state dict (step, losses, ...)."""
+    folder = Path(folder)
+    if not (folder / "trainer_state.json").exists():
+        raise FileNotFoundError(f"{folder} is not a complete checkpoint (no trainer_state.json)")
+    state = json.loads((folder / "trainer_state.json").read_text())
+    missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+    stored = set(load_file(folder / "model.safetensors"))
+    really_missing = [k for k in missing if k not in stored and not _is_tied(model, k, stored)]
+    if really_missing or unexpected:
+        raise ValueError(f"checkpoint does not match the model: missing {really_missing[:5]}, unexpected {unexpected[:5]}")
+    if optimizer is not None:
+        tensors = load_file(folder / "optimizer.safetensors")
+        opt_state: dict[int, dict[str, Any]] = {}
+        for key, v in list(tensors.items()) + list(state["optimizer_scalars"].items()):
+            _, idx, k = key.split(".", 2)
+            opt_state.setdefault(int(idx), {})[k] = v
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer_param_groups"]})
+        rng = load_file(folder / "rng.safetensors")
+        torch.set_rng_state(rng["torch_cpu"])
+        if torch.cuda.is_available():
+            cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
+            if len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+        random.setstate(_literal_tuple(state["python_random"]))
+        name, keys, pos, has_gauss, cached = state["numpy_random"]
+        np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    return state
+
+
+def _is_tied(model, key: str, stored: set[str]) -> bool:
+    sd = model.state_dict()
+    return any(sd[key].untyped_storage().data_ptr() == sd[s].untyped_storage().data_ptr() for s in stored if s in sd)
+
+
+def _literal_tuple(text: str):
+    import ast
+
+    def to_tuple(x):
+        return tuple(to_tuple(i) for i in x) if isinstance(x, (list, tuple)) else x
+    return to_tuple(ast.literal_eval(text))
+
+
+# ---- the loop ------------------------------------------------------------------------------------
+
+def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] | Iterable, cfg: TrainConfig, *,
+          resume: bool = False, stop_at_step: int | None = None, optimizer=None) -> TrainResult:
+    """Train `model` for cfg.steps optimizer steps of `loss_fn(model, batch)`.
+
+    loss_fn returns a scalar loss, or (loss, {name: float}) to log extra metrics.
+    resume: continue from the latest checkpoint in cfg.checkpoint_dir (a fresh start when there is none).
+    stop_at_step: stop after this many steps in total (simulates an interruption; the schedule still spans cfg.steps).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    for name in ("steps", "grad_accum"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"cfg.{name} must be a positive int, got {getattr(cfg, name)!r}")
+    if not cfg.lr > 0:
+        raise ValueError(f"cfg.lr must be > 0, got {cfg.lr!r}")
+    if (cfg.save_every or resume) and cfg.checkpoint_dir is None:
+        raise ValueError("cfg.checkpoint_dir must be set to save checkpoints or resume")
+    if stop_at_step is not None and not (isinstance(stop_at_step, int) and 0 < stop_at_step <= cfg.steps):
+        raise ValueError(f"stop_at_step must be None or an int in [1, {cfg.steps}], got {stop_at_step!r}")
+    if not callable(data) and not hasattr(data, "__iter__"):
+        raise TypeError(f"data must be a function step -> batch or an iterable of batches, got {type(data).__name__}")
+
+    optimizer = optimizer or make_optimizer(model, cfg)
+    start, losses, metrics, resumed_from = 0, [], [], None
+    ckpt = latest_checkpoint(cfg.checkpoint_dir) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer)
+        start, losses, metrics, resumed_from = state["step"], state["losses"], state["metrics"], state["step"]
+    else:
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+    iterator = None if callable(data) else iter(data)
+    if iterator is not None:
+        for _ in range(start * cfg.grad_accum):
+            next(iterator)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    end = stop_at_step or cfg.steps
+    model.train()
+    t0 = time.time()
+    for step in range(start, end):
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        total, extra = 0.0, {}
+        for micro in range(cfg.grad_accum):
+            batch = data(step * cfg.grad_accum + micro) if iterator is None else next(iterator)
+            out = loss_fn(model, batch)
+            loss, info = (out if isinstance(out, tuple) else (out, {}))
+            (loss / cfg.grad_accum).backward()
+            total += loss.item() / cfg.grad_accum
+            for k, v in info.items():
+                extra[k] = extra.get(k, 0.0) + float(v) / cfg.grad_accum
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(total)
+        metrics.append(extra)
+        done = step + 1
+        if cfg.log_every and (done % cfg.log_every == 0 or done == end):
+            shown = "".join(f"  {k} {v:.3f}" for k, v in extra.items())
+            print(f"step {done:5d}  loss {total:.4f}  lr {lr_at(step, cfg):.2e}{shown}", flush=True)
+        if cfg.save_every and (done % cfg.save_every == 0 or done == end):
+            save_checkpoint(Path(cfg.checkpoint_dir) / f"step_{done:06d}", model, optimizer, done,
+                            config=cfg, losses=losses, metrics=metrics)
+            _prune(Path(cfg.checkpoint_dir), cfg.keep_last)
+    model.eval()
+    return TrainResult(losses, metrics, end, time.time() - t0, resumed_from)
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    import shutil
+
+    done = sorted((p for p in root.iterdir() if re.fullmatch(r"step_\d+", p.name)), key=lambda p: int(p.name[5:]))
+    for p in done[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
