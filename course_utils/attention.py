@@ -436,8 +436,9 @@ def tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
             j1 = min(j0 + block_k, S)
             s = qb @ k[..., j0:j1, :].transpose(-2, -1)  # (..., bq, bk)
             allowed = None
-            if causal:
-                allowed = causal_mask(T, S, device=q.device)[i0:i1, j0:j1]
+            if causal and j1 - 1 > i0 + (S - T):  # block reaches above the diagonal: mask it (else all visible)
+                rows = torch.arange(i0, i1, device=q.device)[:, None] + (S - T)  # absolute query positions
+                allowed = torch.arange(j0, j1, device=q.device)[None, :] <= rows  # (bq, bk)
             if mask is not None:
                 mb = mask[..., i0:i1, j0:j1]
                 allowed = mb if allowed is None else (allowed & mb)
@@ -515,12 +516,33 @@ def _rss_bytes() -> tuple[int, int] | None:
         return None
 
 
+_MALLOC_PINNED = False
+
+
+def _pin_malloc_thresholds() -> None:
+    """Make glibc return large freed blocks to the OS at once (fixed mmap/trim thresholds), so the resident size
+    tracks live memory; by default glibc raises its mmap threshold after frees and keeps freed blocks resident."""
+    global _MALLOC_PINNED
+    if _MALLOC_PINNED:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD: blocks >= 128 KiB get their own mapping
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+    _MALLOC_PINNED = True
+
+
 def peak_memory_bytes(fn: Callable[[], object]) -> float:
     """Peak growth of this process's resident memory while fn() runs (Linux: resets VmHWM via /proc/self/clear_refs).
 
     Counts every allocation, the library's internal buffers included; nan where /proc is unavailable."""
     if not sys.platform.startswith("linux"):
         return float("nan")
+    _pin_malloc_thresholds()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

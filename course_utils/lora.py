@@ -359,3 +359,30 @@ def load_qlora_model(name: str = "course-tiny", *, r: int = 8, alpha: float = 16
     return get_peft_model(model, config), tokenizer
 
 
+
+
+def quantize_model_nf4(model: nn.Module, *, double_quant: bool = True, compute_dtype: torch.dtype = torch.float32,
+                       skip=("lm_head",)) -> nn.Module:
+    """Swap every nn.Linear (but `skip`) for a bitsandbytes NF4 Linear4bit holding the same weights, in place.
+
+    What `BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4")` does at load time, for a model
+    already in memory (e.g. one built from a config). The CPU repacking trap is disabled on the new layers.
+    """
+    import bitsandbytes as bnb
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear and name not in skip:
+                q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                      compute_dtype=compute_dtype, compress_statistics=double_quant,
+                                      quant_type="nf4", device="meta")
+                q.weight = bnb.nn.Params4bit(child.weight.data.float().contiguous(), requires_grad=False,
+                                             compress_statistics=double_quant, quant_type="nf4", module=q)
+                if child.bias is not None:
+                    q.bias = nn.Parameter(child.bias.data.clone(), requires_grad=False)
+                q = q.to(child.weight.device)  # quantizes the weight
+                q.support_avx512bf16_for_cpu = False
+                setattr(module, name, q)
+    return model
