@@ -309,3 +309,30 @@ def test_attention_maps_bad_text():
         A.attention_maps(model, tok, 42)
     with pytest.raises(ValueError, match="empty"):
         A.attention_maps(model, tok, "   ")
+
+
+def test_plot_helpers_and_widget():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_utils import plotting, widgets
+    from course_utils.models import load_model
+
+    w = torch.softmax(torch.randn(5, 5), -1)
+    fig, ax = plotting.plot_attention_weights(w, list("abcde"), list("abcde"), title="t")
+    assert ax.get_title() == "t" and len(ax.get_xticklabels()) == 5
+    fig2, ax2 = plotting.plot_entropy_grid(torch.rand(3, 4), uniform=1.6)
+    assert "uniform = 1.60" in ax2.get_title() and len(ax2.texts) == 12
+    plt.close("all")
+    with pytest.raises(ValueError, match=r"weights must be a \(T, S\) matrix"):
+        plotting.plot_attention_weights(torch.rand(2, 3, 3))
+    with pytest.raises(ValueError, match="tokens_q must have 5 labels"):
+        plotting.plot_attention_weights(w, list("abc"))
+    model, tok = load_model("course-tiny", device="cpu", attn_implementation="eager")
+    box = widgets.attention_explorer(model, tok, "word " * 200, max_tokens=16)  # long input: truncated, no crash
+    assert box.children[0].value.startswith("word")
+    with pytest.raises(TypeError, match="text must be a string"):
+        widgets.attention_explorer(model, tok, ["not", "text"])
+    plt.close("all")
