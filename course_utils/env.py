@@ -36,8 +36,9 @@ class Profile:
     n_prompts: int = 8  # prompts in a decoding / repetition study
     max_new_tokens: int = 40  # tokens generated per prompt
     bench_lengths: tuple[int, ...] = (64, 128, 256)  # sequence lengths in timing demos
-    threads: int | None = 1  # torch CPU threads (fixed in ci so outputs do not depend on the machine; 1 avoids
-    #                          oversubscription when pytest-xdist runs two notebooks side by side)
+    # torch CPU threads; fixed in ci so outputs do not depend on the machine, and 1 so that two notebooks
+    # run side by side by pytest-xdist do not oversubscribe two cores. None: torch's default.
+    threads: int | None = 1
     progress_bars: bool = False  # tqdm / trainer progress output
 
 
