@@ -386,3 +386,57 @@ def quantize_model_nf4(model: nn.Module, *, double_quant: bool = True, compute_d
                 q.support_avx512bf16_for_cpu = False
                 setattr(module, name, q)
     return model
+
+
+# ---- a small fine-tuning loop for the rank sweep --------------------------------------------------
+
+
+def task_texts(n: int, *, seed: int = 0, families=None, split: str = "train") -> list[str]:
+    """`n` texts in a format course-tiny never saw in pretraining: 'Task: <prompt> / Answer: <<answer>>'."""
+    from .data import make_tasks
+
+    return [f"Task: {t.prompt}\nAnswer: <<{t.answer}>>" for t in make_tasks(n, split, seed=seed, families=families)]
+
+
+def finetune(model: nn.Module, tokenizer, texts: list[str], *, steps: int, batch_size: int = 8, lr: float = 1e-3,
+             seed: int = 0, max_len: int = 64) -> list[float]:
+    """Train the trainable parameters of `model` with AdamW on next-token loss over `texts`; returns losses."""
+    if not isinstance(steps, int) or steps <= 0:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    if not texts:
+        raise ValueError("texts must be a non-empty list of strings")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    eos = tokenizer.eos_token or ""
+    pad = tokenizer.pad_token_id
+    model.train()
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(len(texts), (batch_size,), generator=gen).tolist()
+        enc = tokenizer([texts[i] + eos for i in idx], return_tensors="pt", padding=True, truncation=True,
+                        max_length=max_len)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        if pad is None:
+            labels = enc["input_ids"]
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+    return losses
+
+
+@torch.no_grad()
+def eval_loss(model: nn.Module, tokenizer, texts: list[str], max_len: int = 64) -> float:
+    """Mean next-token loss of `model` over `texts` (one batch)."""
+    was_training = model.training
+    model.eval()
+    enc = tokenizer([t + (tokenizer.eos_token or "") for t in texts], return_tensors="pt", padding=True,
+                    truncation=True, max_length=max_len)
+    labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+    loss = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss.item()
+    model.train(was_training)
+    return loss

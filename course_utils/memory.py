@@ -241,10 +241,10 @@ def activation_bytes(arch: dict, *, batch_size: int, seq_len: int, act_bytes: in
     head += 4 * V * N + 8 * N  # fp32 log_softmax of the logits (saved by cross-entropy) + int64 labels
     head += 8 * N if full else 0  # token ids saved by the trainable embedding
     head += 2 * T * D * a if per_layer and (g or any(trains.values())) else 0  # RoPE cos/sin (shared, batch 1)
-    layers = sum(per_layer)
-    if grad_checkpointing:  # keep each layer's input; recompute one layer at a time in backward
-        layers = L * a * h * N + max(per_layer)
-    return {"per_layer": per_layer, "layers": layers, "head": head, "total": layers + head}
+    layers, recompute = sum(per_layer), 0
+    if grad_checkpointing:  # keep only each layer's input; backward recomputes one layer at a time (transient)
+        layers, recompute = L * a * h * N, max(per_layer)
+    return {"per_layer": per_layer, "layers": layers, "head": head, "total": layers + head, "recompute": recompute}
 
 
 # ---- the estimator ----------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def estimate_training_memory(model_or_shape, method: str = "full", *, batch_size
         grads = math.ceil(grads / n_gpus)
     if zero_stage >= 3:
         params = math.ceil(params / n_gpus)
-    backward_peak = params + opt + max(act["total"] + logits_transient, grads + act["head"])
+    backward_peak = params + opt + max(act["total"] + max(logits_transient, act["recompute"]), grads + act["head"])
     step_peak = params + grads + opt + step_transient
     peak = max(backward_peak, step_peak)
     assumptions = dict(method=method, dtype=dtype, grad_dtype=grad_dtype or dtype, lora_dtype=lora_dtype or dtype,
@@ -347,8 +347,9 @@ def estimate_training_memory(model_or_shape, method: str = "full", *, batch_size
                        flash_attention=flash_attention, double_quant=double_quant if method == "qlora" else None,
                        quant_blocksize=quant_blocksize if method == "qlora" else None, zero_stage=zero_stage,
                        n_gpus=n_gpus, logits="fp32 log-softmax over the full vocabulary for every token",
-                       overhead="max(logit-gradient transient at the start of backward, optimizer-step temporaries)")
-    overhead = max(logits_transient, step_transient)
+                       overhead="max(logit-gradient transient at the start of backward, one-layer recompute with "
+                                "checkpointing, optimizer-step temporaries)")
+    overhead = max(logits_transient, act["recompute"], step_transient)
     return MemoryBreakdown(params=params, grads=grads, optimizer=opt, activations=act["total"], n_params=n_params,
                            trainable_params=trainable, overhead=overhead, peak=peak, assumptions=assumptions)
 
@@ -429,7 +430,11 @@ def measure_training_memory(model: nn.Module, batch, *, optimizer: str = "adamw"
     if not trainable:
         raise ValueError("model has no trainable parameters (requires_grad=False everywhere)")
     if grad_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     model.train()
@@ -482,7 +487,7 @@ def measure_training_memory(model: nn.Module, batch, *, optimizer: str = "adamw"
     n_total = sum(math.prod(p.quant_state.shape) if getattr(p, "quant_state", None) is not None else p.numel()
                   for p in model.parameters())
     if grad_checkpointing:
-        model.gradient_checkpointing_disable()
+        (getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable)()
     return MemoryBreakdown(params=params, grads=grads, optimizer=sum(states.values()), activations=acts,
                            n_params=n_total, trainable_params=sum(p.numel() for p in trainable), peak=peak,
                            assumptions={"device": str(dev), "optimizer": optimizer, "measured": True,
@@ -503,9 +508,24 @@ def model_from_config(model_or_shape, *, dtype: torch.dtype = torch.float32, dev
     model_type = arch.pop("model_type", "qwen3")
     arch.pop("qk_norm", None)
     cfg = AutoConfig.for_model(model_type, **{k: v for k, v in arch.items() if not k.startswith("_")})
-    torch.manual_seed(seed)
-    with torch.device(device):
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers: plain (slower) initialisation
+        from contextlib import nullcontext as no_init_weights
+
+    with torch.device(device), no_init_weights():  # allocate only; the slow per-module init is skipped
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.tie_weights()  # no_init_weights also skips tying the lm_head to the embedding
+    if torch.device(device).type != "meta":
+        gen = torch.Generator(device=device).manual_seed(seed)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.fill_(1.0)
+                elif name.endswith("bias"):
+                    p.zero_()
+                else:
+                    p.normal_(0.0, 0.02, generator=gen)  # the usual initializer_range
     return model
 
 
