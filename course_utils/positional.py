@@ -333,8 +333,9 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, attention_factor: float = 1.0):
-    """cos and sin tables for `positions` (..., T): each (..., T, D), float32, times attention_factor."""
-    freqs = positions[..., None].float() * inv_freq.float()  # (..., T, D/2)
+    """cos and sin tables for `positions` (..., T): each (..., T, D), times attention_factor (float64 inv_freq -> float64)."""
+    dtype = torch.float64 if inv_freq.dtype == torch.float64 else torch.float32  # float32 as transformers
+    freqs = positions[..., None].to(dtype) * inv_freq.to(dtype)  # (..., T, D/2)
     emb = torch.cat((freqs, freqs), dim=-1)  # (..., T, D)
     return emb.cos() * attention_factor, emb.sin() * attention_factor
 
@@ -439,19 +440,19 @@ def position_nll(model, rows: torch.Tensor, batch_size: int = 8) -> torch.Tensor
 
 
 def dynamic_position_nll(model, rows: torch.Tensor, factor: float = 1.0, batch_size: int = 8) -> torch.Tensor:
-    """position_nll with dynamic NTK as it behaves when generating: the tokens in block k (of the trained length L0)
+    """position_nll with dynamic NTK roughly as generation sees it: frequencies are recomputed when the text outgrows
 
-    are scored by a forward over the first (k+1)*L0 tokens with frequencies chosen for that length. (T-1,).
+    L0, 2*L0, 4*L0, ...; the tokens in (end/2, end] are scored by a forward over the first `end` tokens with the
+    frequencies chosen for length `end` (the first L0 tokens keep plain RoPE). rows (N, T) -> (T-1,).
     """
-    s = rope_settings(model)
-    L0, T = s["max_position_embeddings"], rows.shape[1]
+    L0, T = rope_settings(model)["max_position_embeddings"], rows.shape[1]
     out = torch.empty(T - 1)
-    for end in range(L0, T + L0, L0):
-        end = min(end, T)
+    start, end = 0, min(L0, T)
+    while start < T - 1:
         set_rope_scaling(model, {"rope_type": "dynamic", "factor": factor}, seq_len=end)
         nll = position_nll(model, rows[:, :end], batch_size)  # (end-1,)
-        start = max(end - L0, 0)
-        out[max(start - 1, 0): end - 1] = nll[max(start - 1, 0):]
+        out[start: end - 1] = nll[start:]
+        start, end = end - 1, min(2 * end, T)
     set_rope_scaling(model, None)
     return out
 
@@ -467,17 +468,20 @@ EXTRAPOLATION_METHODS: dict[str, Callable[[float, int], dict | None]] = {
 
 
 def extrapolation_study(model, stream: torch.Tensor, multiples=(1, 2, 4, 8), methods: dict | None = None,
-                        batch_size: int = 8) -> dict[str, dict[int, float]]:
+                        batch_size: int = 8, return_curves: bool = False):
     """Held-out perplexity of `model` at each multiple of its trained length, for each RoPE scaling method.
 
     stream: (n_tokens,) token ids, cut into rows of each length (the same tokens for every length).
-    Returns {method: {length: perplexity}}; the model's RoPE is restored afterwards.
+    Returns {method: {length: perplexity}} (and, with return_curves, {method: {length: per-position NLL (L-1,)}});
+    the model's RoPE is restored afterwards.
     """
+    if not isinstance(stream, torch.Tensor) or stream.dim() != 1:
+        raise TypeError("stream must be a 1-D tensor of token ids")
     methods = EXTRAPOLATION_METHODS if methods is None else methods
     L0 = rope_settings(model)["max_position_embeddings"]
-    table = {}
+    table, curves = {}, {}
     for name, make in methods.items():
-        table[name] = {}
+        table[name], curves[name] = {}, {}
         for m in multiples:
             L = int(m * L0)
             n_rows = stream.numel() // L
@@ -491,8 +495,9 @@ def extrapolation_study(model, stream: torch.Tensor, multiples=(1, 2, 4, 8), met
                 set_rope_scaling(model, scaling, seq_len=L)
                 nll = position_nll(model, rows, batch_size)
             table[name][L] = math.exp(nll.mean().item())
+            curves[name][L] = nll
     set_rope_scaling(model, None)
-    return table
+    return (table, curves) if return_curves else table
 
 
 def finetune_with_scaling(model, rows: torch.Tensor, scaling: dict | None, *, steps: int, batch_size: int = 4,
