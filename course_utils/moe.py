@@ -56,7 +56,7 @@ def top_k_routing(router_logits: torch.Tensor, top_k: int, norm_topk_prob: bool 
         raise ValueError(f"router_logits must be a 2-D tensor (tokens, experts), got "
                          f"{getattr(router_logits, 'shape', type(router_logits).__name__)}")
     _check_experts(router_logits.shape[-1], top_k)
-    probs = torch.softmax(router_logits.float(), dim=-1)  # (N, E), float32 like transformers
+    probs = torch.softmax(router_logits, dim=-1, dtype=torch.promote_types(router_logits.dtype, torch.float32))  # (N, E)
     weights, index = torch.topk(probs, top_k, dim=-1)  # (N, k)
     if norm_topk_prob:
         weights = weights / weights.sum(dim=-1, keepdim=True)
@@ -310,14 +310,25 @@ def moe_language_model(vocab_size: int, *, d_model: int = 64, n_layers: int = 2,
     _check_int("n_heads", n_heads)
     if d_model % n_heads:
         raise ValueError(f"d_model must be divisible by n_heads={n_heads}, got {d_model}")
-    torch.manual_seed(seed)
     config = Qwen3Config(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=n_layers,
                          num_attention_heads=n_heads, num_key_value_heads=n_heads, head_dim=d_model // n_heads,
                          max_position_embeddings=max_positions, tie_word_embeddings=True)
-    model = Qwen3ForCausalLM(config)
-    for layer in model.model.layers:
-        layer.mlp = MoE(d_model, d_ff, n_experts, top_k, noise_std=noise_std)
+    with torch.random.fork_rng(devices=[]):  # initialize from `seed` without touching the global RNG
+        torch.manual_seed(seed)
+        model = Qwen3ForCausalLM(config)
+        for layer in model.model.layers:
+            layer.mlp = MoE(d_model, d_ff, n_experts, top_k, noise_std=noise_std)
     return model
+
+
+def corpus_rows(tokenizer, n_documents: int, seq_len: int, *, seed: int = 0) -> torch.Tensor:
+    """course_utils.data.pretraining_corpus(n_documents, seed) tokenized and packed into rows (N, seq_len)."""
+    from .data import pretraining_corpus
+    from .pretrain import pack
+
+    _check_int("n_documents", n_documents)
+    _check_int("seq_len", seq_len, 2)
+    return pack(tokenizer, pretraining_corpus(n_documents, seed=seed), seq_len)
 
 
 def moe_layers(model) -> list[MoE]:
@@ -343,11 +354,12 @@ def train_moe_lm(model, rows: torch.Tensor, *, steps: int, batch_size: int, lr: 
         raise ValueError("model has no MoE layers; build it with moe_language_model")
     for i, m in enumerate(layers):
         m.gate.generator = torch.Generator().manual_seed(seed + 1000 + i)
+    dev = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     log = {"step": [], "ce": [], "aux": [], "share": []}
     model.train()
     for step in range(steps):
-        batch = rows[torch.randint(0, rows.shape[0], (batch_size,), generator=gen)]  # (B, T)
+        batch = rows[torch.randint(0, rows.shape[0], (batch_size,), generator=gen)].to(dev)  # (B, T)
         logits = model(input_ids=batch).logits  # (B, T, V)
         ce = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
         aux = load_balancing_loss(tuple(m.last_router_logits for m in layers), layers[0].n_experts, layers[0].top_k)
@@ -366,6 +378,29 @@ def train_moe_lm(model, rows: torch.Tensor, *, steps: int, batch_size: int, lr: 
 
 
 @torch.no_grad()
+def expert_shares(model, rows: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Each MoE layer's share of assignments per expert on rows (N, T): (n_layers, E), rows sum to 1."""
+    layers = moe_layers(model)
+    if not layers:
+        raise ValueError("model has no MoE layers; build it with moe_language_model")
+    model.eval()
+    dev = next(model.parameters()).device
+    counts = torch.zeros(len(layers), layers[0].n_experts)
+    for i in range(0, rows.shape[0], batch_size):
+        model(input_ids=rows[i: i + batch_size].to(dev))
+        for j, m in enumerate(layers):
+            counts[j] += torch.bincount(m.last_top_k_index.reshape(-1).cpu(), minlength=m.n_experts).float()
+    return counts / counts.sum(-1, keepdim=True)
+
+
+def drop_fraction(top_k_index: torch.Tensor, n_experts: int, capacity_factor: float) -> float:
+    """Fraction of (token, slot) assignments dropped at this capacity factor. index (N, k) -> float."""
+    n, k = top_k_index.shape
+    cap = expert_capacity(n, n_experts, k, capacity_factor)
+    return 1.0 - capacity_keep_mask(top_k_index, n_experts, cap).float().mean().item()
+
+
+@torch.no_grad()
 def routing_by_token_class(model, tokenizer, rows: torch.Tensor, layer: int = 0) -> dict[str, torch.Tensor]:
     """Expert share of the first choice for each token class (digit, letters, space+letters, punctuation/other).
 
@@ -375,8 +410,8 @@ def routing_by_token_class(model, tokenizer, rows: torch.Tensor, layer: int = 0)
     if not 0 <= layer < len(layers):
         raise ValueError(f"layer must be in [0, {len(layers) - 1}], got {layer}")
     model.eval()
-    model(input_ids=rows)
-    first = layers[layer].last_top_k_index[:, 0]  # (N*T,)
+    model(input_ids=rows.to(next(model.parameters()).device))
+    first = layers[layer].last_top_k_index[:, 0].cpu()  # (N*T,)
     classes = {"digit": [], "word start (space+letters)": [], "letters (inside a word)": [], "punctuation/other": []}
     for pos, tok in enumerate(tokenizer.convert_ids_to_tokens(rows.reshape(-1).tolist())):
         text = tok.replace("Ġ", " ").replace("Ċ", "\n")

@@ -1,0 +1,206 @@
+"""MoE: parity with transformers' Mixtral / Qwen3-MoE blocks and aux loss, capacity, counts, bad inputs."""
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from course_utils import moe as M
+
+mixtral = pytest.importorskip("transformers.models.mixtral.modeling_mixtral")
+qwen3_moe = pytest.importorskip("transformers.models.qwen3_moe.modeling_qwen3_moe")
+qwen2_moe = pytest.importorskip("transformers.models.qwen2_moe.modeling_qwen2_moe")
+
+warnings.filterwarnings("ignore", message=".*ExpertsInterface.*")
+
+
+def _max_diff(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+@pytest.mark.parametrize("n_experts,top_k,n_layers,n_tokens", [(8, 2, 1, 50), (4, 1, 3, 17), (16, 4, 2, 64), (6, 6, 2, 9)])
+def test_load_balancing_loss_matches_transformers(n_experts, top_k, n_layers, n_tokens):
+    gen = torch.Generator().manual_seed(n_experts * 100 + top_k)
+    logits = tuple(torch.randn(n_tokens, n_experts, generator=gen) * 2 for _ in range(n_layers))
+    for ref_fn in (mixtral.load_balancing_loss_func, qwen2_moe.load_balancing_loss_func):
+        ref = ref_fn(logits, n_experts, top_k)
+        got = M.load_balancing_loss(logits, n_experts, top_k)
+        assert abs(got.item() - ref.item()) < 1e-5, f"max_diff {abs(got.item() - ref.item())}"
+
+
+def test_load_balancing_loss_with_padding_matches_transformers():
+    gen = torch.Generator().manual_seed(7)
+    batch, seq, n_experts, top_k = 3, 11, 8, 2
+    logits = tuple(torch.randn(batch * seq, n_experts, generator=gen) for _ in range(2))
+    mask = (torch.rand(batch, seq, generator=gen) > 0.3).long()
+    ref = mixtral.load_balancing_loss_func(logits, n_experts, top_k, attention_mask=mask)
+    got = M.load_balancing_loss(logits, n_experts, top_k, attention_mask=mask)
+    assert abs(got.item() - ref.item()) < 1e-5, f"max_diff {abs(got.item() - ref.item())}"
+
+
+def test_load_balancing_loss_hand_values():
+    # uniform router, every expert chosen equally often: f_e = k/E, P_e = 1/E -> E * E * (k/E) * (1/E) = k
+    n_experts, top_k = 4, 2
+    logits = torch.zeros(8, n_experts)
+    logits[torch.arange(8), torch.arange(8) % 4] = 1e-4  # break ties evenly
+    logits[torch.arange(8), (torch.arange(8) + 1) % 4] = 5e-5
+    assert abs(M.load_balancing_loss(logits, n_experts, top_k).item() - top_k) < 1e-3
+    # total collapse onto expert 0 with top-1: f = P = e_0 -> E
+    collapsed = torch.full((10, n_experts), -30.0)
+    collapsed[:, 0] = 30.0
+    assert abs(M.load_balancing_loss(collapsed, n_experts, 1).item() - n_experts) < 1e-4
+
+
+def _copy_to_hf(moe, block):
+    gate_up, down = moe.expert_weights_3d()
+    with torch.no_grad():
+        block.gate.weight.copy_(moe.gate.weight)
+        block.experts.gate_up_proj.copy_(gate_up)
+        block.experts.down_proj.copy_(down)
+    return block.eval()
+
+
+@pytest.mark.parametrize("d_model,d_ff,n_experts,top_k,shape", [(32, 48, 8, 2, (2, 7)), (16, 40, 4, 1, (1, 13)),
+                                                                 (24, 24, 6, 3, (3, 5))])
+def test_moe_matches_mixtral_block(d_model, d_ff, n_experts, top_k, shape):
+    torch.manual_seed(d_model + n_experts)
+    moe = M.MoE(d_model, d_ff, n_experts, top_k).eval()
+    cfg = mixtral.MixtralConfig(hidden_size=d_model, intermediate_size=d_ff, num_local_experts=n_experts,
+                                num_experts_per_tok=top_k)
+    block = _copy_to_hf(moe, mixtral.MixtralSparseMoeBlock(cfg))
+    x = torch.randn(*shape, d_model)
+    with torch.no_grad():
+        d = _max_diff(moe(x), block(x))
+    assert d < 1e-5, f"max_diff {d}"
+
+
+@pytest.mark.parametrize("norm_topk_prob", [True, False])
+def test_moe_matches_qwen3_moe_block(norm_topk_prob):
+    torch.manual_seed(3)
+    d_model, d_ff, n_experts, top_k = 32, 16, 16, 4
+    moe = M.MoE(d_model, d_ff, n_experts, top_k, norm_topk_prob=norm_topk_prob).eval()
+    cfg = qwen3_moe.Qwen3MoeConfig(hidden_size=d_model, moe_intermediate_size=d_ff, num_experts=n_experts,
+                                   num_experts_per_tok=top_k, norm_topk_prob=norm_topk_prob)
+    block = _copy_to_hf(moe, qwen3_moe.Qwen3MoeSparseMoeBlock(cfg))
+    x = torch.randn(2, 9, d_model)
+    with torch.no_grad():
+        d = _max_diff(moe(x), block(x))
+    assert d < 1e-5, f"max_diff {d}"
+
+
+def test_moe_matches_dense_float64_reference_and_grads_flow():
+    torch.manual_seed(0)
+    moe = M.MoE(12, 20, 5, 2).double()
+    x = torch.randn(4, 6, 12, dtype=torch.float64, requires_grad=True)
+    # float64 reference: every expert on every token, weighted by a hand-built top-k mixture
+    h = x.reshape(-1, 12)
+    probs = torch.softmax(h @ moe.gate.weight.t(), -1)
+    top = probs.topk(2, -1)
+    ref = torch.zeros_like(h)
+    for e, expert in enumerate(moe.experts):
+        w = ((top.indices == e) * top.values).sum(-1) / top.values.sum(-1)
+        ref = ref + w[:, None] * expert(h)
+    out = moe(x)
+    assert _max_diff(out, ref.view_as(out)) < 1e-12
+    out.sum().backward()
+    assert moe.gate.weight.grad is not None and moe.gate.weight.grad.abs().sum() > 0
+
+
+def test_top_k_routing_equals_keep_top_k_masking():
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(20, 8, generator=gen)
+    w, idx = M.top_k_routing(logits, 3)
+    masked = torch.full_like(logits, float("-inf")).scatter(1, idx, logits.gather(1, idx))
+    ref = torch.softmax(masked, -1).gather(1, idx)
+    assert _max_diff(w, ref) < 1e-6
+
+
+def test_capacity_keep_mask_hand_example():
+    # 4 tokens, top-2, 3 experts, capacity 2. Slot-major order: first choices of tokens 0..3, then second choices.
+    index = torch.tensor([[0, 1], [0, 2], [0, 1], [1, 0]])
+    keep = M.capacity_keep_mask(index, 3, 2)
+    # expert 0 first choices: tokens 0,1 kept, token 2 dropped; token 3's second choice (0) dropped too
+    # expert 1: token 3 (first choice), token 0 (second) kept; token 2 second choice -> 3rd in queue, dropped
+    expected = torch.tensor([[True, True], [True, True], [False, False], [True, False]])
+    assert torch.equal(keep, expected), keep
+    assert M.expert_capacity(4, 3, 2, 0.75) == math.ceil(0.75 * 4 * 2 / 3)
+
+
+def test_capacity_dropped_tokens_contribute_zero():
+    torch.manual_seed(1)
+    full = M.MoE(8, 16, 4, 1).eval()
+    capped = M.MoE(8, 16, 4, 1, capacity_factor=0.5).eval()
+    capped.load_state_dict(full.state_dict())
+    x = torch.randn(40, 8)
+    with torch.no_grad():
+        a, b = full(x), capped(x)
+    kept = capped.last_keep[:, 0]
+    assert (~kept).any()
+    assert _max_diff(a[kept], b[kept]) < 1e-6
+    assert b[~kept].abs().max().item() == 0.0
+
+
+def test_noisy_router_is_reproducible_and_only_in_training():
+    torch.manual_seed(0)
+    moe = M.MoE(8, 8, 4, 1, noise_std=1.0)
+    x = torch.randn(50, 8)
+    moe.train()
+    moe.gate.generator = torch.Generator().manual_seed(9)
+    moe(x)
+    i1 = moe.last_top_k_index.clone()
+    moe.gate.generator = torch.Generator().manual_seed(9)
+    moe(x)
+    assert torch.equal(i1, moe.last_top_k_index)
+    moe.eval()
+    moe(x)
+    clean = (x @ moe.gate.weight.t()).argmax(-1)
+    assert torch.equal(moe.last_top_k_index[:, 0], clean)
+    assert not torch.equal(i1[:, 0], clean)
+
+
+def test_importance_cv_loss_float64():
+    gen = torch.Generator().manual_seed(2)
+    logits = torch.randn(30, 6, generator=gen, dtype=torch.float64)
+    imp = torch.softmax(logits, -1).sum(0)
+    ref = (imp.std(unbiased=False) / imp.mean()) ** 2
+    assert abs(M.importance_cv_loss(logits).item() - ref.item()) < 1e-6
+
+
+def test_count_moe_params_mixtral_by_hand():
+    c = M.count_moe_params("mistralai/Mixtral-8x7B-v0.1")
+    h, i, n_layers, vocab = 4096, 14336, 32, 32000
+    expert = 3 * h * i
+    attn = 2 * h * h + 2 * h * 1024  # q, o (4096x4096) and k, v (4096x1024, 8 KV heads of 128)
+    per_layer = attn + 8 * expert + 8 * h + 2 * h  # experts, router, two RMSNorms
+    total = n_layers * per_layer + 2 * vocab * h + h
+    assert c.per_expert_per_layer == expert
+    assert c.total == total, (c.total, total)
+    assert c.active == total - 6 * expert * n_layers
+
+
+def test_tiny_moe_lm_trains_and_logs_shares():
+    model = M.moe_language_model(50, d_model=16, n_layers=1, n_heads=2, d_ff=16, n_experts=4, top_k=2)
+    rows = torch.randint(0, 50, (8, 12), generator=torch.Generator().manual_seed(0))
+    log = M.train_moe_lm(model, rows, steps=3, batch_size=2, aux_loss_coef=0.01)
+    assert log["share"].shape == (3, 1, 4)
+    assert torch.allclose(log["share"].sum(-1), torch.ones(3, 1))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: M.MoE(8, 8, 4, 5), "top_k must be <= n_experts"),
+    (lambda: M.MoE(8, 8, 0, 1), "n_experts must be >= 1"),
+    (lambda: M.MoE(8, 8, 4, 2, capacity_factor=0), "capacity_factor must be a number > 0"),
+    (lambda: M.TopKRouter(8, 4, 2, noise_std=-1), "noise_std must be a number >= 0"),
+    (lambda: M.TopKRouter(8, 4, 2.0), "top_k must be an int"),
+    (lambda: M.load_balancing_loss(torch.randn(5, 4), 3, 1), "last dim must equal n_experts=3"),
+    (lambda: M.load_balancing_loss(torch.randn(5, 4, 2), 4, 1), "router_logits must be a 2-D tensor"),
+    (lambda: M.load_balancing_loss(torch.randn(5, 4), 4, 1, attention_mask=torch.ones(3)), "attention_mask must have 5"),
+    (lambda: M.top_k_routing(torch.randn(3, 4), 0), "top_k must be >= 1"),
+    (lambda: M.expert_capacity(10, 4, 2, -1.0), "capacity_factor must be a number > 0"),
+    (lambda: M.MoE(8, 8, 4, 2)(torch.randn(3, 7)), r"x must have shape \(B, T, 8\)"),
+    (lambda: M.count_moe_params("nope/nope"), "name_or_config must be one of"),
+])
+def test_bad_inputs(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
