@@ -186,6 +186,8 @@ def _as_layers(router_logits) -> list[torch.Tensor]:
     layers = list(router_logits) if isinstance(router_logits, (tuple, list)) else [router_logits]
     if not layers or not all(isinstance(t, torch.Tensor) and t.dim() == 2 for t in layers):
         raise ValueError("router_logits must be a 2-D tensor (tokens, experts) or a tuple/list of them (one per layer)")
+    if any(t.shape[0] == 0 for t in layers):
+        raise ValueError(f"router_logits must hold at least one token, got shapes {[tuple(t.shape) for t in layers]}")
     return layers
 
 
@@ -257,6 +259,16 @@ MOE_MODELS: dict[str, dict] = {
         model_type="qwen3_moe", hidden_size=2048, intermediate_size=6144, moe_intermediate_size=768,
         num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128, vocab_size=151936,
         num_experts=128, num_experts_per_tok=8, tie_word_embeddings=False, norm_topk_prob=True),
+    # DeepSeek-V3 (arXiv:2412.19437): MLA attention, 1 shared + 256 routed experts (top-8), first 3 layers dense.
+    # transformers does not build the multi-token-prediction (MTP) module (num_nextn_predict_layers): see
+    # deepseek_mtp_params.
+    "deepseek-ai/DeepSeek-V3": dict(
+        model_type="deepseek_v3", hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
+        num_hidden_layers=61, num_attention_heads=128, num_key_value_heads=128, vocab_size=129280,
+        q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+        n_routed_experts=256, n_shared_experts=1, num_experts_per_tok=8, n_group=8, topk_group=4,
+        first_k_dense_replace=3, routed_scaling_factor=2.5, norm_topk_prob=True, tie_word_embeddings=False,
+        num_nextn_predict_layers=1, max_position_embeddings=163840),
 }
 
 
@@ -270,11 +282,11 @@ class MoEParamCount:
     n_moe_layers: int
     n_experts: int
     top_k: int
+    input_embedding: int = 0  # the token-embedding table (a lookup: counted in `active`, but reads one row per token)
 
 
-def count_moe_params(name_or_config) -> MoEParamCount:
-    """Total and active parameters of a known MoE model (MOE_MODELS key) or config dict, counted on the meta device."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _moe_config(name_or_config):
+    from transformers import AutoConfig
 
     if isinstance(name_or_config, str):
         if name_or_config not in MOE_MODELS:
@@ -284,7 +296,18 @@ def count_moe_params(name_or_config) -> MoEParamCount:
         cfg = dict(name_or_config)
     else:
         raise TypeError(f"name_or_config must be a str or dict, got {type(name_or_config).__name__}")
-    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+
+
+def count_moe_params(name_or_config) -> MoEParamCount:
+    """Total and active parameters of a known MoE model (MOE_MODELS key) or config dict, counted on the meta device.
+
+    Active = total minus the (n_experts - top_k) routed experts a token skips in each MoE layer; shared experts
+    (DeepSeek) and dense FFN layers (DeepSeek's first_k_dense_replace) are not routed, so they stay active.
+    """
+    from transformers import AutoModelForCausalLM
+
+    config = _moe_config(name_or_config)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     total = sum(p.numel() for p in model.parameters())
@@ -294,7 +317,57 @@ def count_moe_params(name_or_config) -> MoEParamCount:
     n_moe_layers = len({n.split(".experts.")[0] for n, _ in expert_tensors})
     per_expert = sum(p.numel() for _, p in expert_tensors) // (n_experts * n_moe_layers)
     active = total - (n_experts - top_k) * per_expert * n_moe_layers
-    return MoEParamCount(total, active, per_expert, n_moe_layers, n_experts, top_k)
+    embedding = model.get_input_embeddings().weight.numel()
+    return MoEParamCount(total, active, per_expert, n_moe_layers, n_experts, top_k, embedding)
+
+
+def deepseek_mtp_params(name_or_config="deepseek-ai/DeepSeek-V3") -> tuple[int, int]:
+    """(unique, active) parameters of DeepSeek-V3's MTP modules, which transformers does not build.
+
+    Each module: one MoE decoder layer + eh_proj (d x 2d) + enorm, hnorm, head norm; it shares the main model's
+    embedding and output head (not counted here). Active: the layer minus its skipped routed experts.
+    """
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3DecoderLayer
+
+    config = _moe_config(name_or_config)
+    if config.model_type != "deepseek_v3":
+        raise ValueError(f"name_or_config must describe a deepseek_v3 model, got model_type {config.model_type!r}")
+    with torch.device("meta"):
+        layer = DeepseekV3DecoderLayer(config, layer_idx=config.first_k_dense_replace)  # an MoE layer
+    d = config.hidden_size
+    per_module = sum(p.numel() for p in layer.parameters()) + 2 * d * d + 3 * d
+    skipped = (config.n_routed_experts - config.num_experts_per_tok) * 3 * d * config.moe_intermediate_size
+    n = config.num_nextn_predict_layers
+    return n * per_module, n * (per_module - skipped)
+
+
+# ---- DeepSeek-V3's auxiliary-loss-free balancing (arXiv:2412.19437, Sec. 2.1.2) --------------------------
+
+def biased_top_k_routing(scores: torch.Tensor, bias: torch.Tensor, top_k: int, norm_topk_prob: bool = True):
+    """Pick experts by scores + bias, weight them by the unbiased scores: scores (N, E), bias (E,) -> (N, k), (N, k).
+
+    DeepSeek-V3 uses sigmoid scores; the bias only steers *which* experts are chosen, never the mixing weights.
+    """
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+        raise ValueError(f"scores must be a 2-D tensor (tokens, experts), got {getattr(scores, 'shape', scores)}")
+    if not isinstance(bias, torch.Tensor) or bias.shape != scores.shape[-1:]:
+        raise ValueError(f"bias must have shape ({scores.shape[-1]},), got {tuple(getattr(bias, 'shape', ()))}")
+    _check_experts(scores.shape[-1], top_k)
+    index = torch.topk(scores + bias, top_k, dim=-1).indices  # (N, k)
+    weights = scores.gather(1, index)  # (N, k)
+    if norm_topk_prob:
+        weights = weights / weights.sum(-1, keepdim=True)
+    return weights, index
+
+
+def update_expert_bias(bias: torch.Tensor, top_k_index: torch.Tensor, rate: float = 1e-3) -> torch.Tensor:
+    """One balancing step: bias_e - rate * sign(load_e - mean load). bias (E,), index (N, k) -> new bias (E,)."""
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0:
+        raise ValueError(f"rate must be a number > 0, got {rate!r}")
+    if not isinstance(top_k_index, torch.Tensor) or top_k_index.dim() != 2:
+        raise ValueError("top_k_index must be a 2-D tensor (tokens, top_k)")
+    load = torch.bincount(top_k_index.reshape(-1), minlength=bias.shape[0]).to(bias.dtype)  # (E,)
+    return bias - rate * torch.sign(load - load.mean())
 
 
 # ---- a tiny MoE language model and its training loop ----------------------------------------------------

@@ -179,6 +179,62 @@ def test_count_moe_params_mixtral_by_hand():
     assert c.active == total - 6 * expert * n_layers
 
 
+def test_count_moe_params_deepseek_v3_by_hand_and_published():
+    c = M.count_moe_params("deepseek-ai/DeepSeek-V3")
+    h, vocab, heads = 7168, 129280, 128
+    q_rank, kv_rank, nope, rope, v = 1536, 512, 128, 64, 128
+    # MLA: q down (+norm), q up, kv down (+rope key), kv norm, kv up, output
+    attn = h * q_rank + q_rank + q_rank * heads * (nope + rope) + h * (kv_rank + rope) + kv_rank \
+        + kv_rank * heads * (nope + v) + heads * v * h
+    expert = 3 * h * 2048
+    moe_ffn = 256 * expert + expert + 256 * h  # routed experts, 1 shared expert, router
+    total = 61 * (attn + 2 * h) + 3 * (3 * h * 18432) + 58 * moe_ffn + 2 * vocab * h + h  # 3 dense FFN layers
+    assert (c.n_moe_layers, c.per_expert_per_layer) == (58, expert)
+    assert c.total == total, (c.total, total)
+    assert c.active == total - 58 * 248 * expert  # shared expert and dense layers stay active
+    # Published (DeepSeek-V3 README): 671B total, 37B activated; README_WEIGHTS: 36.6B activated without
+    # the input embedding. The 14B MTP module in the released checkpoint is not part of either figure.
+    assert abs(c.total / 671e9 - 1) < 0.005, c.total
+    assert abs(c.active / 37e9 - 1) < 0.02, c.active
+    assert abs((c.active - c.input_embedding) - 36.6e9) < 0.1e9, c.active - c.input_embedding
+    mtp_unique, mtp_active = M.deepseek_mtp_params()
+    assert abs(mtp_unique / 11.5e9 - 1) < 0.02, mtp_unique  # README_WEIGHTS: 11.5B unique MTP parameters
+    assert mtp_unique == attn + 2 * h + moe_ffn + 2 * h * h + 3 * h
+    assert mtp_active == mtp_unique - 248 * expert
+
+
+def test_biased_top_k_routing_matches_deepseek_v3_router():
+    ds = pytest.importorskip("transformers.models.deepseek_v3.modeling_deepseek_v3")
+    for n_experts, top_k, d in [(8, 2, 16), (16, 4, 24), (6, 1, 8)]:
+        cfg = ds.DeepseekV3Config(hidden_size=d, n_routed_experts=n_experts, num_experts_per_tok=top_k, n_group=1,
+                                  topk_group=1, routed_scaling_factor=1.0, norm_topk_prob=True)
+        router = ds.DeepseekV3TopkRouter(cfg)
+        gen = torch.Generator().manual_seed(n_experts)
+        with torch.no_grad():
+            router.weight.copy_(torch.randn(n_experts, d, generator=gen))
+            router.e_score_correction_bias.copy_(torch.randn(n_experts, generator=gen) * 0.3)
+        x = torch.randn(40, d, generator=gen)
+        logits, w_ref, i_ref = router(x)
+        w, i = M.biased_top_k_routing(logits.sigmoid(), router.e_score_correction_bias, top_k)
+        mix = lambda w, i: torch.zeros(40, n_experts).scatter_add_(1, i, w)  # noqa: E731
+        d_max = _max_diff(mix(w, i), mix(w_ref, i_ref))
+        assert d_max < 1e-6, f"max_diff {d_max}"
+
+
+def test_update_expert_bias_hand_example_and_balances():
+    index = torch.tensor([[0, 1], [0, 2], [0, 1], [0, 3]])  # loads 4, 2, 1, 1 (mean 2)
+    got = M.update_expert_bias(torch.zeros(4), index, rate=0.1)
+    assert torch.allclose(got, torch.tensor([-0.1, 0.0, 0.1, 0.1])), got
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.sigmoid(torch.randn(400, 8, generator=gen) + torch.linspace(2, 0, 8))  # skewed to expert 0
+    bias = torch.zeros(8)
+    before = M.expert_share(M.biased_top_k_routing(scores, bias, 2)[1], 8).max().item()
+    for _ in range(200):
+        bias = M.update_expert_bias(bias, M.biased_top_k_routing(scores, bias, 2)[1], rate=0.01)
+    after = M.expert_share(M.biased_top_k_routing(scores, bias, 2)[1], 8).max().item()
+    assert after < before - 0.1 and after < 0.2, (before, after)
+
+
 def test_tiny_moe_lm_trains_and_logs_shares():
     model = M.moe_language_model(50, d_model=16, n_layers=1, n_heads=2, d_ff=16, n_experts=4, top_k=2)
     rows = torch.randint(0, 50, (8, 12), generator=torch.Generator().manual_seed(0))
@@ -200,6 +256,10 @@ def test_tiny_moe_lm_trains_and_logs_shares():
     (lambda: M.expert_capacity(10, 4, 2, -1.0), "capacity_factor must be a number > 0"),
     (lambda: M.MoE(8, 8, 4, 2)(torch.randn(3, 7)), r"x must have shape \(B, T, 8\)"),
     (lambda: M.count_moe_params("nope/nope"), "name_or_config must be one of"),
+    (lambda: M.deepseek_mtp_params("mistralai/Mixtral-8x7B-v0.1"), "must describe a deepseek_v3 model"),
+    (lambda: M.biased_top_k_routing(torch.rand(5, 4), torch.zeros(3), 2), r"bias must have shape \(4,\)"),
+    (lambda: M.biased_top_k_routing(torch.rand(5, 4), torch.zeros(4), 5), "top_k must be <= n_experts"),
+    (lambda: M.update_expert_bias(torch.zeros(4), torch.zeros(3, 2, dtype=torch.long), rate=0), "rate must be"),
 ])
 def test_bad_inputs(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
