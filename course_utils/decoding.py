@@ -25,6 +25,10 @@ def _check_logits(logits) -> None:
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2:
         raise TypeError(f"logits must be a float tensor of shape (B, V), got "
                         f"{type(logits).__name__}{tuple(logits.shape) if isinstance(logits, torch.Tensor) else ''}")
+    if logits.shape[-1] == 0:
+        raise ValueError(f"logits must have a non-empty vocabulary dim, got shape {tuple(logits.shape)}")
+    if torch.isnan(logits).any():
+        raise ValueError("logits contain NaN: the model's forward pass diverged (check the learning rate / dtype)")
 
 
 def _check_ids(input_ids, logits) -> None:
@@ -154,6 +158,7 @@ NOTES_ORDER = ("top_k", "top_p", "min_p", "temperature")  # the order the course
 def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                 min_p: float | None = None, order: Sequence[str] = TRANSFORMERS_ORDER) -> torch.Tensor:
     """Apply the sampling warpers that are switched on, in `order`. (B, V) -> (B, V)."""
+    _check_logits(logits)
     unknown = [name for name in order if name not in WARPERS]
     if unknown or len(set(order)) != len(order):
         raise ValueError(f"order must list distinct names from {list(WARPERS)}, got {list(order)}")
@@ -406,9 +411,16 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
 # ---- sequence scoring, repetition metrics, choosing among samples --------------------------------
 
 @torch.no_grad()
-def sequence_logprob(model, sequences: torch.Tensor, prompt_len: int, pad_token_id: int | None = None) -> torch.Tensor:
-    """Sum of log p(token | prefix) over the generated part of each row (pads after EOS ignored). (B, L) -> (B,)."""
-    logits = model(input_ids=sequences).logits[:, :-1].float()  # (B, L - 1, V)
+def sequence_logprob(model, sequences: torch.Tensor, prompt_len: int, pad_token_id: int | None = None,
+                     attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of log p(token | prefix) over columns >= prompt_len of each row, pads ignored. (B, L) -> (B,).
+
+    attention_mask (B, L): 0 on left padding (positions are counted from the first real token, as in generate).
+    """
+    positions = None
+    if attention_mask is not None:
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # (B, L)
+    logits = model(input_ids=sequences, attention_mask=attention_mask, position_ids=positions).logits[:, :-1].float()
     lp = logits.log_softmax(-1).gather(-1, sequences[:, 1:, None]).squeeze(-1)  # (B, L - 1)
     mask = torch.zeros_like(lp, dtype=torch.bool)
     mask[:, prompt_len - 1:] = True
@@ -477,3 +489,38 @@ def extract_answer(text: str) -> str | None:
     """The answer after the prompt: text up to the first '.' or newline, stripped ('' -> None)."""
     answer = text.split("\n")[0].split(". ")[0].strip().rstrip(".").strip()
     return answer or None
+
+
+def filter_view(logits: torch.Tensor, input_ids: torch.Tensor | None = None, *, temperature: float = 1.0,
+                top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0, repetition_penalty: float = 1.0) -> dict:
+    """What the widget shows for one next-token distribution: probabilities before/after every filter and stats.
+
+    logits (V,) or (1, V); input_ids (L,) or (1, L) for the repetition penalty. Returns probs_before (V,)
+    (softmax of the raw logits), probs_after (V,), n_kept, mass_kept, entropy_before, entropy_after (nats).
+    """
+    logits = logits.reshape(1, -1).float() if isinstance(logits, torch.Tensor) else logits
+    _check_logits(logits)
+    processed = logits
+    if repetition_penalty != 1.0:
+        if input_ids is None:
+            raise ValueError("input_ids are needed when repetition_penalty != 1.0")
+        processed = apply_repetition_penalty(processed, input_ids.reshape(1, -1).long(), repetition_penalty)
+    filtered = warp_logits(processed, temperature=temperature, top_k=top_k, top_p=top_p,
+                           min_p=min_p if min_p > 0 else None)
+    before, after = distribution_stats(logits, logits), distribution_stats(logits, filtered)
+    return {"probs_before": logits.softmax(-1)[0], "probs_after": filtered.softmax(-1)[0],
+            "n_kept": int(after["n_kept"][0]), "mass_kept": float(after["mass_kept"][0]),
+            "entropy_before": float(before["entropy"][0]), "entropy_after": float(after["entropy"][0])}
+
+
+def order_comparison(logits: torch.Tensor, *, temperature: float, top_k: int = 0, top_p: float = 1.0,
+                     min_p: float | None = None) -> dict:
+    """Tokens kept and total-variation distance between the sampling distributions of the two warper orders.
+
+    logits (B, V) -> {"kept_transformers", "kept_notes": (B,) counts, "tv": (B,) in [0, 1]}.
+    """
+    kw = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    a = warp_logits(logits, order=TRANSFORMERS_ORDER, **kw)
+    b = warp_logits(logits, order=NOTES_ORDER, **kw)
+    tv = 0.5 * (a.softmax(-1) - b.softmax(-1)).abs().sum(-1)
+    return {"kept_transformers": torch.isfinite(a).sum(-1), "kept_notes": torch.isfinite(b).sum(-1), "tv": tv}
