@@ -35,6 +35,8 @@ def attention_explorer(model, tokenizer, text: str = "Once upon a time, there wa
 
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
     box = W.Text(value=text, description="text", layout=W.Layout(width="90%"), continuous_update=False)
     layer = W.IntSlider(value=0, min=0, max=n_layers - 1, description="layer")
@@ -64,4 +66,100 @@ def attention_explorer(model, tokenizer, text: str = "Once upon a time, there wa
 
 # ---- 05 decoding_explorer (issue 6) ----
 
+def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30, seed: int = 0, top: int = 15):
+    """Sliders for temperature, top-k, top-p, min-p and repetition penalty over the next-token distribution of
+    `prompt`: bars before/after filtering (kept tokens, mass, entropy) and a seeded sampled continuation."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .decoding import filter_view, generate
+    from .plotting import plot_next_token_filter
+
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    device = next(model.parameters()).device
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, -1].float().cpu()  # (V,) computed once
+    vocab = logits.numel()
+    sliders = {
+        "temperature": w.FloatLogSlider(value=1.0, base=10, min=-2, max=1, step=0.05, description="temperature"),
+        "top_k": w.IntSlider(value=0, min=0, max=vocab + 50, description="top-k (0=off)"),
+        "top_p": w.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.01, description="top-p"),
+        "min_p": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, description="min-p"),
+        "repetition_penalty": w.FloatSlider(value=1.0, min=0.5, max=3.0, step=0.05, description="rep. penalty"),
+    }
+    out = w.Output()
+
+    def update(_=None):
+        values = {name: s.value for name, s in sliders.items()}
+        view = filter_view(logits, ids.cpu(), **values)
+        fig, _ax = plot_next_token_filter(view, tokenizer, top=top)
+        plt.show()
+        plt.close(fig)
+        sample = generate(model, ids, max_new_tokens, strategy="sample", temperature=values["temperature"],
+                          top_k=values["top_k"], top_p=values["top_p"],
+                          min_p=values["min_p"] if values["min_p"] > 0 else None,
+                          repetition_penalty=values["repetition_penalty"],
+                          generator=torch.Generator(device=device).manual_seed(seed))
+        print(f"sample (seed {seed}): {prompt}|{tokenizer.decode(sample[0, ids.shape[1]:])}")
+
+    callback = safe_callback(out, update)
+    for s in sliders.values():
+        s.observe(callback, names="value")
+    callback()
+    return w.VBox([w.HBox(list(sliders.values())[:3]), w.HBox(list(sliders.values())[3:]), out])
+
 # ---- 06 memory_explorer (issue 7) ----
+
+
+def memory_explorer_report(model: str, method: str, batch_size: int, seq_len: int, lora_r: int,
+                           grad_checkpointing: bool, optimizer: str) -> tuple:
+    """(MemoryBreakdown, fits dict, text) for one set of explorer settings; what the widget shows."""
+    from .memory import estimate_training_memory, fits
+
+    est = estimate_training_memory(model, method, batch_size=batch_size, seq_len=seq_len, lora_r=lora_r,
+                                   grad_checkpointing=grad_checkpointing, optimizer=optimizer)
+    ok = fits(est)
+    lines = [f"{model} | {method} | batch {batch_size} x {seq_len} tokens | optimizer {optimizer}"
+             + (f" | r = {lora_r}" if method != "full" else "") + (" | checkpointing" if grad_checkpointing else ""),
+             "  ".join(f"{k} {v:.1f}" for k, v in est.as_dict(1e9).items()) + "  (GB)",
+             "fits: " + "  ".join(f"{g}: {'yes' if y else 'NO'}" for g, y in ok.items())]
+    return est, ok, "\n".join(lines)
+
+
+def memory_explorer():
+    """Sliders for model, method, batch, sequence length, LoRA rank, checkpointing, optimizer -> stacked bar + fits row.
+
+    Returns the widget; show it with `display(cu.memory_explorer())`.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    from .memory import GPUS_GB, KNOWN_MODELS, METHODS, OPTIMIZERS
+    from .plotting import plot_memory_breakdown
+
+    model = w.Dropdown(options=list(KNOWN_MODELS), value="Qwen/Qwen3-8B", description="model")
+    method = w.ToggleButtons(options=list(METHODS), value="qlora", description="method")
+    batch = w.IntSlider(value=1, min=1, max=32, description="batch")
+    seq = w.SelectionSlider(options=[256, 512, 1024, 2048, 4096, 8192], value=1024, description="seq_len")
+    rank = w.SelectionSlider(options=[4, 8, 16, 32, 64, 128], value=16, description="LoRA r")
+    ckpt = w.Checkbox(value=True, description="gradient checkpointing")
+    opt = w.Dropdown(options=list(OPTIMIZERS), value="adamw", description="optimizer")
+    out = w.Output()
+
+    def update(*_):
+        est, _, text = memory_explorer_report(model.value, method.value, batch.value, seq.value, rank.value,
+                                              ckpt.value, opt.value)
+        fig, _ = plot_memory_breakdown({method.value: est}, gpu_lines=GPUS_GB, title=model.value)
+        plt.show()
+        print(text)
+
+    callback = safe_callback(out, update)
+    for c in (model, method, batch, seq, rank, ckpt, opt):
+        c.observe(callback, names="value")
+    callback()
+    return w.VBox([w.HBox([model, method]), w.HBox([batch, seq, rank]), w.HBox([ckpt, opt]), out])
