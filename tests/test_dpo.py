@@ -1,0 +1,293 @@
+"""DPO / SimPO: parity with trl's sigmoid DPO loss, float64 log-prob references, hand-worked SimPO, bad inputs."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from course_utils import dpo
+from course_utils.data import Task
+
+
+# ---- trl's own loss code as the reference -------------------------------------------------------------
+
+class _Accelerator:
+    device = torch.device("cpu")
+
+    @staticmethod
+    def gather(x):
+        return x
+
+    @staticmethod
+    def gather_for_metrics(x):
+        return x
+
+
+def _trl_sigmoid(pc, pr, rc, rr, beta):
+    """Run trl 1.16's DPOTrainer._compute_loss (loss_type="sigmoid") on given sequence log-probs.
+
+    A stub model returns per-token log-probs whose completion sums are pc / pr; reference log-probs are passed
+    as precomputed. Returns (mean loss, trl's logged metrics).
+    """
+    from trl import DPOTrainer
+
+    B, T = pc.shape[0], 6
+    completion_mask = torch.zeros(2 * B, T, dtype=torch.long)
+    completion_mask[:, 3:] = 1
+    per_token = torch.zeros(2 * B, T - 1, dtype=pc.dtype)
+    per_token[:, 2:] = torch.cat([pc, pr])[:, None] / 3  # three completion tokens, summing to pc / pr
+
+    def model(**kwargs):
+        zeros = torch.zeros(2 * B, T - 1)
+        return SimpleNamespace(log_probs=per_token, entropy=zeros, mean_logits=zeros,
+                               is_top1=torch.zeros(2 * B, T - 1, dtype=torch.bool))
+
+    fake_self = SimpleNamespace(
+        model=SimpleNamespace(training=True), accelerator=_Accelerator(), aux_loss_enabled=False,
+        precompute_ref_logps=True, ld_alpha=None, f_divergence_type="reverse_kl", loss_types=["sigmoid"],
+        loss_weights=[1.0], beta=beta, use_weighting=False, label_smoothing=0.0,
+        _metrics=defaultdict(lambda: defaultdict(list)), _total_train_tokens=0, _tp_size=1)
+    inputs = {"input_ids": torch.ones(2 * B, T, dtype=torch.long), "attention_mask": torch.ones(2 * B, T, dtype=torch.long),
+              "completion_mask": completion_mask, "ref_chosen_logps": rc, "ref_rejected_logps": rr}
+    loss = DPOTrainer._compute_loss(fake_self, model, inputs, False)
+    return loss, {k: v[-1] for k, v in fake_self._metrics["train"].items()}
+
+
+def _random_logps(B, gen, dtype=torch.float64):
+    base = -20 * torch.rand(4, B, generator=gen, dtype=dtype) - 1
+    return base + torch.randn(4, B, generator=gen, dtype=dtype)  # pc, pr, rc, rr
+
+
+@pytest.mark.parametrize("B,beta", [(1, 0.1), (5, 0.1), (16, 0.5), (7, 2.0)])
+def test_dpo_loss_matches_trl_sigmoid(B, beta):
+    gen = torch.Generator().manual_seed(B * 100 + int(beta * 10))
+    pc, pr, rc, rr = _random_logps(B, gen)
+    losses, r_c, r_r = dpo.dpo_loss(pc, pr, rc, rr, beta)
+    trl_loss, m = _trl_sigmoid(pc, pr, rc, rr, beta)
+    diff = abs(losses.mean().item() - trl_loss.item())
+    assert diff < 1e-9, f"mean loss vs trl: max_diff {diff}"
+    for name, mine, theirs in (("rewards/chosen", r_c.mean(), m["rewards/chosen"]),
+                               ("rewards/rejected", r_r.mean(), m["rewards/rejected"]),
+                               ("rewards/margins", (r_c - r_r).mean(), m["rewards/margins"]),
+                               ("rewards/accuracies", (r_c > r_r).double().mean(), m["rewards/accuracies"])):
+        tol = 1e-6 if name == "rewards/accuracies" else 1e-9  # trl averages the 0/1 accuracies in float32
+        assert abs(mine.item() - theirs) < tol, f"{name}: max_diff {abs(mine.item() - theirs)}"
+
+
+def test_dpo_loss_per_pair_matches_trl():
+    gen = torch.Generator().manual_seed(7)
+    pc, pr, rc, rr = _random_logps(6, gen)
+    losses, r_c, r_r = dpo.dpo_loss(pc, pr, rc, rr, 0.3)
+    for i in range(6):  # trl only returns the batch mean: score each pair alone
+        trl_loss, m = _trl_sigmoid(pc[i:i + 1], pr[i:i + 1], rc[i:i + 1], rr[i:i + 1], 0.3)
+        diffs = [abs(losses[i].item() - trl_loss.item()), abs(r_c[i].item() - m["rewards/chosen"]),
+                 abs(r_r[i].item() - m["rewards/rejected"])]
+        assert max(diffs) < 1e-9, f"pair {i}: max_diff {max(diffs)}"
+
+
+def test_dpo_loss_float32_and_gradients_match_trl():
+    gen = torch.Generator().manual_seed(3)
+    pc, pr, rc, rr = _random_logps(8, gen, torch.float32)
+    a, b = pc.clone().requires_grad_(), pc.clone().requires_grad_()
+    dpo.dpo_loss(a, pr, rc, rr, 0.1)[0].mean().backward()
+    _trl_sigmoid(b, pr, rc, rr, 0.1)[0].backward()
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-7, rtol=1e-5)
+
+
+def test_dpo_label_smoothing_hand_worked():
+    pc, pr, rc, rr = (torch.tensor([v], dtype=torch.float64) for v in (-1.0, -3.0, -1.5, -2.0))
+    # chosen log-ratio 0.5, rejected -1.0: beta * 1.5 = 0.75; conservative DPO with eps = 0.1
+    expected = 0.9 * math.log1p(math.exp(-0.75)) + 0.1 * math.log1p(math.exp(0.75))
+    losses, r_c, r_r = dpo.dpo_loss(pc, pr, rc, rr, 0.5, label_smoothing=0.1)
+    assert abs(losses.item() - expected) < 1e-12, f"max_diff {abs(losses.item() - expected)}"
+    assert abs(r_c.item() - 0.25) < 1e-12 and abs(r_r.item() + 0.5) < 1e-12
+    plain = dpo.dpo_loss(pc, pr, rc, rr, 0.5)[0].item()
+    assert abs(plain - math.log1p(math.exp(-0.75))) < 1e-12
+
+
+def test_simpo_loss_hand_worked():
+    losses, r_c, r_r = dpo.simpo_loss(torch.tensor([-1.0, -0.5], dtype=torch.float64),
+                                      torch.tensor([-2.0, -0.5], dtype=torch.float64), beta=2.0, gamma=1.0)
+    # pair 0: 2*(-1) - 2*(-2) - 1 = 1 -> log(1 + e^-1); pair 1: 0 - 1 = -1 -> log(1 + e^1)
+    expected = torch.tensor([math.log1p(math.exp(-1.0)), math.log1p(math.exp(1.0))], dtype=torch.float64)
+    assert (losses - expected).abs().max() < 1e-12, f"max_diff {(losses - expected).abs().max()}"
+    assert torch.equal(r_c, torch.tensor([-2.0, -1.0], dtype=torch.float64))
+    assert torch.equal(r_r, torch.tensor([-4.0, -1.0], dtype=torch.float64))
+
+
+# ---- sequence log-probs vs a float64 gather ------------------------------------------------------------
+
+def _tiny_model(seed=0, vocab=50):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                      pad_token_id=0, tie_word_embeddings=True)
+    return Qwen3ForCausalLM(cfg).eval()
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sequence_logprobs_matches_float64_gather(padding_side, seed):
+    model = _tiny_model(seed)
+    ref = _tiny_model(seed).double()
+    gen = torch.Generator().manual_seed(10 + seed)
+    examples = []
+    for _ in range(3):
+        n_prompt, n_a, n_b = (int(torch.randint(lo, hi, (1,), generator=gen)) for lo, hi in ((2, 9), (1, 6), (1, 6)))
+        ids = lambda n: torch.randint(1, 50, (n,), generator=gen).tolist()  # noqa: E731
+        examples.append({"prompt_ids": ids(n_prompt), "chosen_ids": ids(n_a), "rejected_ids": ids(n_b)})
+    batch = dpo.collate_pairs(examples, pad_token_id=0, padding_side=padding_side)
+    got = dpo.sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    got_avg = dpo.sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["loss_mask"], average=True)
+    expected, expected_avg = [], []
+    for key in ("chosen_ids", "rejected_ids"):
+        for e in examples:  # each sequence alone, unpadded, in float64
+            seq = torch.tensor([e["prompt_ids"] + e[key]])
+            with torch.no_grad():
+                logp = torch.log_softmax(ref(seq).logits[0, :-1], dim=-1)  # (T-1, V)
+            tok = logp.gather(-1, seq[0, 1:, None]).squeeze(-1)[len(e["prompt_ids"]) - 1:]
+            expected.append(tok.sum())
+            expected_avg.append(tok.mean())
+    expected, expected_avg = torch.stack(expected), torch.stack(expected_avg)
+    diff = (got.double() - expected).abs().max().item()
+    assert got.shape == (6,) and diff < 1e-4, f"max_diff {diff}"
+    diff = (got_avg.double() - expected_avg).abs().max().item()
+    assert diff < 1e-4, f"average: max_diff {diff}"
+
+
+def test_token_logprobs_matches_naive():
+    gen = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 7, 11, generator=gen) * 5
+    ids = torch.randint(0, 11, (3, 7), generator=gen)
+    naive = torch.log_softmax(logits[:, :-1].double(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    diff = (dpo.token_logprobs(logits, ids).double() - naive).abs().max().item()
+    assert diff < 1e-5, f"max_diff {diff}"
+
+
+def test_token_kl_matches_float64():
+    gen = torch.Generator().manual_seed(6)
+    p, q = torch.randn(2, 4, 9, generator=gen), torch.randn(2, 4, 9, generator=gen)
+    mask = torch.tensor([[0, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    expected = torch.nn.functional.kl_div(torch.log_softmax(q.double(), -1), torch.log_softmax(p.double(), -1),
+                                          log_target=True, reduction="none").sum(-1)[mask].mean()
+    diff = abs(dpo.token_kl(p, q, mask).item() - expected.item())
+    assert diff < 1e-6, f"max_diff {diff}"
+
+
+# ---- data, tokenization, training -----------------------------------------------------------------------
+
+def test_preference_pairs_are_deterministic_checkable_and_held_out():
+    a = dpo.make_preference_pairs(60, "train", seed=3)
+    assert a == dpo.make_preference_pairs(60, "train", seed=3)
+    assert a != dpo.make_preference_pairs(60, "train", seed=4)
+    test_prompts = {p.prompt for p in dpo.make_preference_pairs(60, "test", seed=3)}
+    assert not test_prompts & {p.prompt for p in a}
+    for p in a:
+        task = Task(p.family, p.prompt, p.chosen)
+        assert p.chosen != p.rejected and p.rejected, p
+        assert p.chosen == task.answer
+    assert {p.family for p in a} == set(dpo.CORRUPTIONS)
+
+
+def test_tokenize_and_collate_with_course_tokenizer():
+    from transformers import AutoTokenizer
+    from course_utils.models import COURSE_TINY_DIR
+
+    tok = AutoTokenizer.from_pretrained(COURSE_TINY_DIR)
+    pairs = dpo.make_preference_pairs(4, "train", seed=0)
+    ex = dpo.tokenize_pairs(tok, pairs)
+    ex_trl = dpo.tokenize_pairs(tok, pairs, trl_style=True)
+    for p, e, e_trl in zip(pairs, ex, ex_trl):
+        full = tok.apply_chat_template([{"role": "user", "content": p.prompt}, {"role": "assistant", "content": p.chosen}],
+                                       tokenize=False)
+        assert tok.decode(e_trl["prompt_ids"] + e_trl["chosen_ids"]) == full
+        assert tok.decode(e["chosen_ids"]) == p.chosen + "<|im_end|>"
+        assert tok.decode(e["rejected_ids"]) == p.rejected + "<|im_end|>"
+    for side in ("left", "right"):
+        b = dpo.collate_pairs(ex, tok.pad_token_id, padding_side=side)
+        assert b["input_ids"].shape[0] == 8
+        lens = [len(e["chosen_ids"]) for e in ex] + [len(e["rejected_ids"]) for e in ex]
+        assert b["loss_mask"].sum(1).tolist() == lens
+        assert torch.equal(b["attention_mask"].sum(1), torch.tensor([len(e["prompt_ids"]) + n for e, n in zip(ex + ex, lens)]))
+
+
+@pytest.mark.parametrize("method", ["dpo", "simpo"])
+def test_training_steps_raise_preference_on_a_fixed_batch(method):
+    model = _tiny_model(3)
+    ref = dpo.frozen_copy(model)
+    gen = torch.Generator().manual_seed(3)
+    ids = lambda n: torch.randint(1, 50, (n,), generator=gen).tolist()  # noqa: E731
+    batch = dpo.collate_pairs([{"prompt_ids": ids(4), "chosen_ids": ids(3), "rejected_ids": ids(3)} for _ in range(4)], 0)
+    cfg = dpo.PreferenceConfig(method=method, beta=0.5 if method == "dpo" else 2.0, gamma=0.5)
+    loss_fn = dpo.make_loss_fn(cfg, ref if method == "dpo" else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first, _ = loss_fn(model, batch)
+    for _ in range(15):
+        loss, metrics = loss_fn(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first.item() - 0.1, (first.item(), loss.item())
+    assert metrics["acc"] == 1.0 and metrics["margin"] > 0
+    assert all(p.grad is None for p in ref.parameters())
+
+
+# ---- bad inputs ---------------------------------------------------------------------------------------
+
+def test_bad_inputs_raise_clear_errors():
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match=r"beta must be a finite number > 0, got 0"):
+        dpo.dpo_loss(x, x, x, x, beta=0)
+    with pytest.raises(ValueError, match=r"beta must be a finite number > 0, got -0.1"):
+        dpo.simpo_loss(x, x, beta=-0.1, gamma=0.5)
+    with pytest.raises(ValueError, match=r"batch sizes must match.*ref_rejected_logps': \(2,\)"):
+        dpo.dpo_loss(x, x, x, torch.zeros(2))
+    with pytest.raises(ValueError, match=r"policy_chosen_logps must be a 1-D tensor"):
+        dpo.dpo_loss(torch.zeros(3, 2), x, x, x)
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 0.5\), got 0.5"):
+        dpo.dpo_loss(x, x, x, x, label_smoothing=0.5)
+    with pytest.raises(ValueError, match=r"gamma must be a finite number >= 0, got -1"):
+        dpo.simpo_loss(x, x, beta=2.0, gamma=-1)
+    model = _tiny_model()
+    batch = dpo.collate_pairs([{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [4, 5]}], 0)
+    empty = batch["loss_mask"].clone()
+    empty[1] = False
+    with pytest.raises(ValueError, match=r"loss_mask marks no completion token .* rows \[1\]"):
+        dpo.sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], empty)
+    with pytest.raises(ValueError, match=r"same shape"):
+        dpo.sequence_logprobs(model, batch["input_ids"], batch["attention_mask"][:, :-1], batch["loss_mask"])
+    with pytest.raises(ValueError, match=r"pair.rejected is empty"):
+        from transformers import AutoTokenizer
+        from course_utils.models import COURSE_TINY_DIR
+        dpo.tokenize_pair(AutoTokenizer.from_pretrained(COURSE_TINY_DIR), dpo.PreferencePair("What is 1 + 1?", "2", "", "addition"))
+    with pytest.raises(ValueError, match=r"padding_side must be 'left' or 'right', got 'middle'"):
+        dpo.collate_pairs([{"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [3]}], 0, padding_side="middle")
+    with pytest.raises(ValueError, match=r"method 'dpo' needs ref_model"):
+        dpo.make_loss_fn(dpo.PreferenceConfig("dpo"))
+    with pytest.raises(ValueError, match=r"cfg.method must be one of \['dpo', 'simpo'\], got 'ppo'"):
+        dpo.make_loss_fn(dpo.PreferenceConfig("ppo"))
+    with pytest.raises(ValueError, match=r"split must be 'train' or 'test'"):
+        dpo.make_preference_pairs(3, "dev")
+
+
+def test_style_pairs_and_parse_reply():
+    pairs = dpo.make_preference_pairs(40, "train", seed=2, template="Answer: {}", style_fraction=0.5)
+    sources = {p.source for p in pairs}
+    assert sources == {"style", "wrong"}, sources
+    for p in pairs:
+        ok, ans = dpo.parse_reply(p.chosen, "Answer: {}")
+        assert ok and p.chosen == f"Answer: {ans}"
+        ok_r, ans_r = dpo.parse_reply(p.rejected, "Answer: {}")
+        assert (p.source == "style") == (not ok_r) and (p.source != "style" or ans_r == ans)
+    assert dpo.parse_reply("  42 ", "{}") == (True, "42")
+    assert dpo.parse_reply("Answer:", "Answer: {}") == (False, "Answer:")
+    with pytest.raises(ValueError, match=r"template must be a string with exactly one '\{\}'"):
+        dpo.make_preference_pairs(3, template="Answer")
+    with pytest.raises(ValueError, match=r"style_fraction must be in \[0, 1\], got 2"):
+        dpo.make_preference_pairs(3, style_fraction=2)
