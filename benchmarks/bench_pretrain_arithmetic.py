@@ -13,7 +13,6 @@ addition needs far more examples than the other task families.
 """
 
 import argparse
-import math
 import random
 import time
 
@@ -21,7 +20,7 @@ import torch
 
 from course_utils.data import TASK_FAMILIES, make_tasks, pretraining_corpus, task_as_text, task_split
 from course_utils.env import device, seed_everything
-from course_utils.pretrain import PretrainConfig, build_model, pack, train_tokenizer
+from course_utils.pretrain import PretrainConfig, build_model, pack, train_steps, train_tokenizer
 
 
 def addition_accuracy(model, tok, tasks) -> float:
@@ -52,27 +51,16 @@ def main() -> None:
     random.Random(3).shuffle(docs)
     tok = train_tokenizer(pretraining_corpus(50_000, seed=cfg.seed), cfg.vocab_size)
     rows = pack(tok, docs, cfg.max_position_embeddings)  # (N, T)
-    dev = device()
-    model = build_model(cfg, tok).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup)
-                                              * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    gen = torch.Generator().manual_seed(cfg.seed)
+    model = build_model(cfg, tok).to(device())
     tests = make_tasks(200, "test", seed=11, families=["addition"])
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     t0 = time.time()
-    for step in range(cfg.steps):
-        batch = rows[torch.randint(len(rows), (cfg.batch_size,), generator=gen)].to(dev)  # (B, T)
-        with autocast:
-            loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
+
+    def report(step: int, loss: float) -> None:
         if (step + 1) % 1000 == 0 or step + 1 == cfg.steps:
-            print(f"extra={args.extra_addition} step {step + 1} loss {loss.item():.3f} "
+            print(f"extra={args.extra_addition} step {step + 1} loss {loss:.3f} "
                   f"held-out addition accuracy {addition_accuracy(model, tok, tests):.3f} ({time.time() - t0:.0f} s)")
+
+    train_steps(model, rows, cfg, on_step=report)
 
 
 if __name__ == "__main__":

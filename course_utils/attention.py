@@ -147,7 +147,7 @@ def padding_mask(lengths, T: int) -> torch.Tensor:
             raise TypeError(f"lengths must be a non-empty list of ints, got {items!r}")
         lens = torch.tensor(items)
     if lens.numel() == 0 or lens.min() < 0 or lens.max() > T:
-        raise ValueError(f"every length must be in [0, T={T}], got {lens.tolist()}")
+        raise ValueError(f"lengths must be in [0, T={T}] (each), got {lens.tolist()}")
     return (torch.arange(T)[None, :] < lens[:, None])[:, None, None, :]  # (B, 1, 1, T)
 
 
@@ -390,6 +390,8 @@ def online_softmax(x: torch.Tensor, block_size: int = 64) -> torch.Tensor:
     arXiv:1805.02867): l ← l·exp(m_old − m_new) + Σ exp(x_block − m_new). Naive equivalent: torch.softmax(x, -1)."""
     _check_tensor("x", x)
     _check_int("block_size", block_size)
+    if x.shape[-1] == 0:
+        raise ValueError(f"x must have a non-empty last dim to softmax over, got shape {tuple(x.shape)}")
     m = torch.full(x.shape[:-1], float("-inf"), dtype=x.dtype, device=x.device)  # (...,) running max
     l = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)  # (...,) running sum of exp(x - m)
     for start in range(0, x.shape[-1], block_size):

@@ -46,6 +46,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True,
         raise TypeError(f"rewards must be a floating tensor, got dtype {rewards.dtype}")
     if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 2:
         raise ValueError(f"group_size must be an int >= 2 (a group of one has no baseline), got {group_size!r}")
+    if rewards.numel() == 0:
+        raise ValueError("rewards must not be empty (one reward per completion)")
     if rewards.numel() % group_size:
         raise ValueError(f"group_size={group_size} must divide the number of rewards, got {rewards.numel()} rewards")
     if not torch.isfinite(rewards).all():

@@ -27,7 +27,7 @@ class LoRALinear(nn.Module):
         super().__init__()
         in_features, out_features = _linear_shape(base, "base")
         _check_rank(r)
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
+        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < math.inf:
             raise ValueError(f"alpha must be a positive number, got {alpha!r}")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
@@ -212,6 +212,8 @@ def _check_blocks(w: torch.Tensor, blocksize: int, name: str = "w") -> None:
                         + (f" of dtype {w.dtype}" if isinstance(w, torch.Tensor) else ""))
     if not isinstance(blocksize, int) or blocksize <= 0:
         raise ValueError(f"blocksize must be a positive int, got {blocksize!r}")
+    if w.numel() == 0 or not torch.isfinite(w).all():
+        raise ValueError(f"{name} must be non-empty and finite (no NaN/inf), got shape {tuple(w.shape)}")
     if w.numel() % blocksize:
         raise ValueError(f"w.numel() must be a multiple of blocksize={blocksize}, got {w.numel()} (shape {tuple(w.shape)})")
 
@@ -246,8 +248,8 @@ def dequantize_nf4(codes: torch.Tensor, absmax: torch.Tensor, shape, blocksize: 
     if not isinstance(codes, torch.Tensor) or codes.dtype != torch.uint8:
         raise TypeError(f"codes must be a uint8 tensor from quantize_nf4, got {getattr(codes, 'dtype', type(codes))}")
     if codes.numel() != absmax.numel() * blocksize or codes.numel() != math.prod(shape):
-        raise ValueError(f"shape {tuple(shape)} does not match {codes.numel()} codes and {absmax.numel()} "
-                         f"blocks of {blocksize}")
+        raise ValueError(f"shape {tuple(shape)} and absmax ({absmax.numel()} blocks of {blocksize}) do not match "
+                         f"{codes.numel()} codes")
     return dequantize_blockwise(codes, absmax, shape, nf4_codebook(), blocksize)
 
 
@@ -338,14 +340,27 @@ def load_qlora_model(name: str = "course-tiny", *, r: int = 8, alpha: float = 16
                      double_quant: bool = True, compute_dtype: torch.dtype = torch.float32, seed: int = 0):
     """course-tiny (or a local model) in NF4 via BitsAndBytesConfig, with peft LoRA adapters, on CPU.
 
-    Returns (peft_model, tokenizer); the CPU repacking trap is already disabled.
+    Returns (peft_model, tokenizer); the CPU repacking trap is already disabled. Without a usable bitsandbytes
+    it says so and falls back to `fake_quantize_nf4` (the same NF4-rounded weights in plain PyTorch).
     """
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     from .models import _resolve, load_model
 
     _check_rank(r)
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    except ImportError as exc:
+        print(f"bitsandbytes is not importable ({exc}); QLoRA falls back to the pure-PyTorch NF4 path: "
+              "base weights rounded to NF4 by course_utils.lora.quantize_nf4 (same values, stored as float32, "
+              "no memory saving, no double quantization). Fix: `make setup` installs bitsandbytes.")
+        model, tokenizer = load_model(name, device="cpu")
+        fake_quantize_nf4(model)
+        torch.manual_seed(seed)
+        config = LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules, lora_dropout=0.0,
+                            task_type="CAUSAL_LM")
+        return get_peft_model(model, config), tokenizer
     _, tokenizer = load_model(name, device="cpu")
     source, _ = _resolve(name)
     bnb_config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
@@ -359,6 +374,24 @@ def load_qlora_model(name: str = "course-tiny", *, r: int = 8, alpha: float = 16
     return get_peft_model(model, config), tokenizer
 
 
+
+
+def fake_quantize_nf4(model: nn.Module, *, blocksize: int = 64, skip=("lm_head",)) -> int:
+    """Round the weight of every nn.Linear (but `skip`) to NF4 in place, frozen: QLoRA's forward without bitsandbytes.
+
+    Returns how many layers were rounded. Tied weights are left alone (they are embeddings too).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    n = 0
+    for mod_name, module in model.named_modules():
+        if type(module) is nn.Linear and mod_name.rsplit(".", 1)[-1] not in skip and module.weight.numel() % blocksize == 0:
+            w = module.weight.data
+            codes, absmax = quantize_nf4(w.float(), blocksize)
+            module.weight.data = dequantize_nf4(codes, absmax, w.shape, blocksize).to(w.dtype)  # (out, in)
+            module.weight.requires_grad_(False)
+            n += 1
+    return n
 
 
 def quantize_model_nf4(model: nn.Module, *, double_quant: bool = True, compute_dtype: torch.dtype = torch.float32,

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norms import SwiGLUMLP
+
 
 def _check_int(name: str, value, low: int = 1) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
@@ -31,21 +33,6 @@ def _check_experts(n_experts, top_k) -> None:
 
 
 # ---- experts and router ----------------------------------------------------------------------------
-
-class SwiGLUExpert(nn.Module):
-    """One expert: a SwiGLU FFN, down(silu(gate(x)) * up(x)). x (..., d_model) -> (..., d_model)."""
-
-    def __init__(self, d_model: int, d_ff: int):
-        super().__init__()
-        _check_int("d_model", d_model)
-        _check_int("d_ff", d_ff)
-        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
 
 def top_k_routing(router_logits: torch.Tensor, top_k: int, norm_topk_prob: bool = True):
     """Softmax over experts, keep the top_k, optionally renormalize: logits (N, E) -> (weights (N, k), index (N, k)).
@@ -140,7 +127,7 @@ class MoE(nn.Module):
             expert_capacity(1, n_experts, top_k, capacity_factor)  # validates capacity_factor
         self.d_model, self.n_experts, self.top_k, self.capacity_factor = d_model, n_experts, top_k, capacity_factor
         self.gate = TopKRouter(d_model, n_experts, top_k, noise_std, norm_topk_prob)
-        self.experts = nn.ModuleList(SwiGLUExpert(d_model, d_ff) for _ in range(n_experts))
+        self.experts = nn.ModuleList(SwiGLUMLP(d_model, d_ff) for _ in range(n_experts))
         self.last_router_logits = self.last_top_k_index = self.last_keep = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

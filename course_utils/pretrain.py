@@ -114,6 +114,36 @@ def perplexity(model, rows: torch.Tensor, batch_size: int = 64) -> float:
     return math.exp(total / count)
 
 
+def train_steps(model, rows: torch.Tensor, cfg: PretrainConfig, on_step=None) -> list[float]:
+    """AdamW (warm-up, cosine decay) on random batches of packed rows (N, T); returns every step's loss.
+
+    on_step(step, loss) is called after each optimizer step (for logging or evaluation).
+    """
+    dev = next(model.parameters()).device
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup)
+                                              * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    losses = []
+    for step in range(cfg.steps):
+        batch = rows[torch.randint(len(rows), (cfg.batch_size,), generator=gen)].to(dev)  # (B, T)
+        with autocast:
+            loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if on_step is not None:
+            on_step(step, losses[-1])
+    return losses
+
+
 def pretrain(cfg: PretrainConfig, out_dir: Path) -> dict:
     """Train tokenizer and model, save both (fp16 safetensors) with a training log; return the log."""
     seed_everything(cfg.seed)
@@ -128,28 +158,12 @@ def pretrain(cfg: PretrainConfig, out_dir: Path) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{n_params:,} parameters; {train_rows.numel():,} training tokens; device {dev}", flush=True)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup)
-                                              * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    t_train, losses = time.time(), []
-    for step in range(cfg.steps):
-        idx = torch.randint(len(train_rows), (cfg.batch_size,), generator=gen)
-        batch = train_rows[idx].to(dev)  # (B, T)
-        with autocast:
-            loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+    def log(step: int, loss: float) -> None:
         if step % 250 == 0 or step == cfg.steps - 1:
-            print(f"step {step:5d}  loss {loss.item():.3f}", flush=True)
+            print(f"step {step:5d}  loss {loss:.3f}", flush=True)
+
+    t_train = time.time()
+    losses = train_steps(model, train_rows, cfg, on_step=log)
     train_seconds = time.time() - t_train
 
     model = model.to("cpu", torch.float16)

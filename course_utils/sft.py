@@ -145,6 +145,11 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
         raise ValueError(f"logits must be (B, T, V) and labels (B, T); got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    if labels.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"labels must be an integer tensor (token ids, -100 = skip), got dtype {labels.dtype}")
+    bad = (labels != IGNORE_INDEX) & ((labels < 0) | (labels >= logits.shape[-1]))
+    if bad.any():
+        raise ValueError(f"labels must be -100 or token ids in [0, {logits.shape[-1]}), got {labels[bad][:5].tolist()}")
     target = labels[:, 1:]  # (B, T-1): token t+1 is predicted at position t
     if not (target != IGNORE_INDEX).any():
         raise ValueError("labels has no labelled token after the first position: nothing to learn from")

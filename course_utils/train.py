@@ -7,6 +7,11 @@
 an iterable also works: on resume its first `step * grad_accum` items are skipped.
 A checkpoint is a folder step_00000N/ with model.safetensors, optimizer.safetensors, rng.safetensors and
 trainer_state.json (written last, so a folder without it is an interrupted save and is ignored).
+
+Under torchrun / `accelerate launch` (torch.distributed initialized, world size > 1) the loop is data-parallel:
+parameters are broadcast from rank 0 at the start, gradients and the logged loss are averaged over ranks after
+each step, and only rank 0 writes checkpoints. Each rank's `data(step)` must return its own shard.
+A CUDA out-of-memory error is re-raised as a RuntimeError with the memory calculator's suggestions.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class TrainResult:
     step: int = 0
     seconds: float = 0.0
     resumed_from: int | None = None
+    saved: list[str] = field(default_factory=list)  # checkpoint folders this process wrote (rank 0 only under DDP)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -192,6 +198,67 @@ def _literal_tuple(text: str):
     return to_tuple(ast.literal_eval(text))
 
 
+# ---- data parallel and out-of-memory helpers -------------------------------------------------------
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size) of this process; (0, 1) when torch.distributed is not initialized."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _average_over_ranks(params: list[torch.Tensor], values: list[float], world: int) -> list[float]:
+    """All-reduce-average every gradient in place and the given floats (the per-rank losses/metrics)."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)
+    dev = params[0].device if params else torch.device("cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return (t / world).tolist()
+
+
+def oom_advice(model: torch.nn.Module, batch, step: int | None = None) -> str:
+    """What to change after a CUDA out-of-memory error, with the calculator's estimate for each option."""
+    from .memory import estimate_training_memory
+
+    ids = batch.get("input_ids") if isinstance(batch, dict) else None
+    shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) and ids.dim() == 2 else None
+    head = f"CUDA out of memory{f' at step {step}' if step is not None else ''}"
+    head += f" with a batch of {shape[0]} x {shape[1]} tokens." if shape else "."
+    n_all = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    method = "full" if n_train == n_all else "lora"
+    gib = lambda b: f"{b.total / 2**30:.2f} GiB"  # noqa: E731
+    tips = []
+    if shape:
+        try:
+            kw = dict(batch_size=shape[0], seq_len=shape[1], dtype="fp32" if next(model.parameters()).dtype ==
+                      torch.float32 else "bf16")
+            now = estimate_training_memory(model, method, **kw)
+            head += f" The memory calculator estimates {gib(now)} for this step (course_utils.memory)."
+            if shape[0] > 1:
+                half = estimate_training_memory(model, method, **{**kw, "batch_size": max(1, shape[0] // 2)})
+                tips.append(f"halve the batch and double TrainConfig.grad_accum (same effective batch): {gib(half)}")
+            tips.append("turn on gradient checkpointing (model.gradient_checkpointing_enable()): "
+                        + gib(estimate_training_memory(model, method, **kw, grad_checkpointing=True)))
+            if method == "full":
+                tips.append("train LoRA adapters instead of all weights (sft.add_peft_lora): "
+                            + gib(estimate_training_memory(model, "lora", **kw)))
+            tips.append("QLoRA: 4-bit base weights + LoRA (lora.load_qlora_model): "
+                        + gib(estimate_training_memory(model, "qlora", **kw)))
+        except (ValueError, TypeError, KeyError) as exc:  # a model the calculator cannot describe
+            head += f" (no estimate: {exc})"
+    if not tips:
+        tips = ["use a smaller batch with more gradient accumulation", "gradient checkpointing", "LoRA or QLoRA"]
+    return head + " Try: " + "; ".join(tips) + "."
+
+
 # ---- the loop ------------------------------------------------------------------------------------
 
 def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] | Iterable, cfg: TrainConfig, *,
@@ -216,8 +283,15 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] 
     if not callable(data) and not hasattr(data, "__iter__"):
         raise TypeError(f"data must be a function step -> batch or an iterable of batches, got {type(data).__name__}")
 
+    rank, world = dist_info()
+    if world > 1:  # every rank starts from rank 0's weights
+        import torch.distributed as dist
+
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                dist.broadcast(t, src=0)
     optimizer = optimizer or make_optimizer(model, cfg)
-    start, losses, metrics, resumed_from = 0, [], [], None
+    start, losses, metrics, resumed_from, saved = 0, [], [], None, []
     ckpt = latest_checkpoint(cfg.checkpoint_dir) if resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer)
@@ -240,12 +314,19 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] 
         total, extra = 0.0, {}
         for micro in range(cfg.grad_accum):
             batch = data(step * cfg.grad_accum + micro) if iterator is None else next(iterator)
-            out = loss_fn(model, batch)
-            loss, info = (out if isinstance(out, tuple) else (out, {}))
-            (loss / cfg.grad_accum).backward()
+            try:
+                out = loss_fn(model, batch)
+                loss, info = (out if isinstance(out, tuple) else (out, {}))
+                (loss / cfg.grad_accum).backward()
+            except torch.cuda.OutOfMemoryError as exc:
+                optimizer.zero_grad(set_to_none=True)
+                raise RuntimeError(oom_advice(model, batch, step)) from exc
             total += loss.item() / cfg.grad_accum
             for k, v in info.items():
                 extra[k] = extra.get(k, 0.0) + float(v) / cfg.grad_accum
+        if world > 1:
+            total, *vals = _average_over_ranks(params, [total, *extra.values()], world)
+            extra = dict(zip(extra, vals))
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
@@ -253,15 +334,20 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] 
         losses.append(total)
         metrics.append(extra)
         done = step + 1
-        if cfg.log_every and (done % cfg.log_every == 0 or done == end):
+        if cfg.log_every and rank == 0 and (done % cfg.log_every == 0 or done == end):
             shown = "".join(f"  {k} {v:.3f}" for k, v in extra.items())
             print(f"step {done:5d}  loss {total:.4f}  lr {lr_at(step, cfg):.2e}{shown}", flush=True)
         if cfg.save_every and (done % cfg.save_every == 0 or done == end):
-            save_checkpoint(Path(cfg.checkpoint_dir) / f"step_{done:06d}", model, optimizer, done,
-                            config=cfg, losses=losses, metrics=metrics)
-            _prune(Path(cfg.checkpoint_dir), cfg.keep_last)
+            if rank == 0:  # one writer; the other ranks hold identical weights
+                saved.append(str(save_checkpoint(Path(cfg.checkpoint_dir) / f"step_{done:06d}", model, optimizer,
+                                                 done, config=cfg, losses=losses, metrics=metrics)))
+                _prune(Path(cfg.checkpoint_dir), cfg.keep_last)
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.barrier()
     model.eval()
-    return TrainResult(losses, metrics, end, time.time() - t0, resumed_from)
+    return TrainResult(losses, metrics, end, time.time() - t0, resumed_from, saved)
 
 
 def _prune(root: Path, keep_last: int) -> None:

@@ -1,0 +1,2 @@
+"""Each lab's training as a script (`python -m course_utils.labs.sft --config configs/sft_ci.json`), calling the
+same course_utils code the notebooks call; runs as is under `torchrun` and `accelerate launch` (DDP)."""
