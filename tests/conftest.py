@@ -26,3 +26,20 @@ def tiny():
     from course_utils import load_model
 
     return load_model("course-tiny", device="cpu")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One closing line per notebook with its total run time (setup + every cell), slowest first."""
+    from collections import defaultdict
+
+    seconds = defaultdict(float)
+    for reports in terminalreporter.stats.values():
+        for rep in reports:
+            path = getattr(rep, "nodeid", "").split("::")[0]
+            if path.endswith(".ipynb"):
+                seconds[path] += getattr(rep, "duration", 0.0)
+    if seconds:
+        terminalreporter.section("notebook run times")
+        for path, total in sorted(seconds.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{total:7.1f} s  {path}")
+        terminalreporter.write_line(f"{sum(seconds.values()):7.1f} s  all notebooks (summed over workers)")
