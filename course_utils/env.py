@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import logging
 import os
+import warnings
 import random
 import shutil
 import sys
@@ -20,6 +21,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # bitsandbytes warns at import on AVX512-BF16 CPUs that an optional kernel package is missing; its pure
 # fallback is what we use, and the warning would make notebook outputs depend on the CPU model.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# transformers 5 renamed gradient checkpointing; peft and trl 1.x still use the old names. The warning names a
+# path inside the virtual environment, which would make stored notebook outputs depend on the install folder.
+warnings.filterwarnings("ignore", message=r".*gradient_checkpointing` is deprecated", category=FutureWarning)
 PROFILE_NAMES = ("ci", "cpu", "gpu")
 
 
@@ -170,14 +174,23 @@ _CHECKS = {
 _OPTIONAL = {"cuda"}  # a missing GPU is reported, not counted as a failure
 
 
+def _run_check(check) -> tuple[bool, str, str]:
+    try:
+        return check()
+    except Exception as exc:  # a broken check is itself a FAIL, never a crash
+        return False, f"{type(exc).__name__}: {exc}", "see the troubleshooting section of README.md"
+
+
+def failed_checks() -> list[str]:
+    """Names of the required doctor() checks that fail here, without printing (e.g. ["bitsandbytes"])."""
+    return [name for name, check in _CHECKS.items() if name not in _OPTIONAL and not _run_check(check)[0]]
+
+
 def doctor() -> bool:
     """Print one OK/FAIL line per check (with how to fix a FAIL); return True when nothing required failed."""
     all_ok = True
     for name, check in _CHECKS.items():
-        try:
-            ok, what, fix = check()
-        except Exception as exc:  # a broken check is itself a FAIL, never a crash
-            ok, what, fix = False, f"{type(exc).__name__}: {exc}", "see the troubleshooting section of README.md"
+        ok, what, fix = _run_check(check)
         status = "OK  " if ok else ("INFO" if name in _OPTIONAL else "FAIL")
         print(f"{status} {name:13s} {what}" + ("" if ok else f"  -> {fix}"))
         all_ok &= ok or name in _OPTIONAL
