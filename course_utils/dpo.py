@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import TASK_FAMILIES, Task, check_answer, make_tasks
+from .train import random_batches
 
 # ---- preference data ----------------------------------------------------------------------------
 
@@ -400,16 +401,7 @@ def frozen_copy(model):
 
 def make_pair_batch_fn(examples: list[dict], batch_size: int, pad_token_id: int, seed: int = 0) -> Callable:
     """Deterministic data source for train.train: step -> a batch of `batch_size` random pairs (2·batch_size rows)."""
-    if not examples:
-        raise ValueError("examples must be non-empty")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-    def batch_fn(step: int) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randperm(len(examples), generator=gen)[:batch_size].tolist()
-        return collate_pairs([examples[i] for i in idx], pad_token_id)
-    return batch_fn
+    return random_batches(examples, batch_size, lambda rows: collate_pairs(rows, pad_token_id), seed, replacement=False)
 
 
 @torch.no_grad()

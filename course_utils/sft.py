@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import TASK_FAMILIES, Task, check_answer, make_eval_tasks, make_sft_conversations, task_to_messages
+from .train import random_batches
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips (same as transformers / trl)
 
@@ -168,16 +169,7 @@ def sft_loss_fn(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def make_batch_fn(examples: list[dict], batch_size: int, pad_token_id: int, seed: int = 0):
     """A deterministic data source for train.train: step -> a padded batch of `batch_size` random examples."""
-    if not examples:
-        raise ValueError("examples must be non-empty")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-    def batch_fn(step: int) -> dict[str, torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
-        return collate([examples[i] for i in idx], pad_token_id)
-    return batch_fn
+    return random_batches(examples, batch_size, lambda rows: collate(rows, pad_token_id), seed)
 
 
 # ---- evaluation --------------------------------------------------------------------------------

@@ -84,6 +84,27 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 
+def random_batches(examples: list, batch_size: int, collate: Callable[[list], dict], seed: int = 0,
+                   replacement: bool = True) -> Callable[[int], dict]:
+    """A deterministic data source for `train`: step -> collate(batch_size examples drawn for that step).
+
+    The draw depends only on (seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
+    """
+    if not examples:
+        raise ValueError("examples must be non-empty")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+    def batch_fn(step: int) -> dict:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        if replacement:
+            idx = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
+        else:
+            idx = torch.randperm(len(examples), generator=gen)[:batch_size].tolist()
+        return collate([examples[i] for i in idx])
+    return batch_fn
+
+
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     """Write through a temporary file in the same folder, then os.replace (never a half-written file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
