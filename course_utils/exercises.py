@@ -450,15 +450,28 @@ def check_lora_forward(lora_forward: Callable, trials: int = 4) -> bool:
 
 def check_dequantize_nf4(dequantize: Callable, trials: int = 3) -> bool:
     """dequantize(codes, absmax, shape, blocksize) -> weights; compared with bitsandbytes' dequantize_4bit (NF4)."""
-    def trial():
-        import bitsandbytes.functional as bnbF
+    from .lora import bitsandbytes_status
 
-        from .lora import unpack_4bit
+    usable, why = bitsandbytes_status()
+    if not usable:  # the reference becomes course_utils.lora's NF4 (tests/test_lora.py: identical to bitsandbytes)
+        print(f"note: comparing with course_utils.lora.dequantize_nf4, not bitsandbytes: {why}")
+
+    def trial():
+        from .lora import dequantize_nf4, quantize_nf4, unpack_4bit
 
         gen = torch.Generator().manual_seed(608)
         for t in range(trials):
             shape = (2 + t, 64 * (1 + t))
             w = torch.randn(shape, generator=gen) * (0.02 + t)
+            if not usable:
+                codes, absmax = quantize_nf4(w, blocksize=64)
+                got = call(dequantize, codes, absmax.clone(), shape, 64)
+                problem = compare("dequantize(...)", got, dequantize_nf4(codes, absmax, shape), atol=1e-6, rtol=1e-5)
+                if problem:
+                    return problem + f" (trial {t}, shape {shape})"
+                continue
+            import bitsandbytes.functional as bnbF
+
             packed, state = bnbF.quantize_4bit(w, blocksize=64, quant_type="nf4")
             codes = unpack_4bit(packed)  # one code (0..15) per weight
             got = call(dequantize, codes, state.absmax.clone(), shape, 64)

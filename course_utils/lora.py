@@ -314,6 +314,23 @@ def quantization_error(w: torch.Tensor, kind: str = "nf4", blocksize: int = 64) 
             "max_abs": err.abs().max().item()}
 
 
+# ---- is bitsandbytes usable? ----------------------------------------------------------------------
+
+
+def bitsandbytes_status() -> tuple[bool, str]:
+    """(can bitsandbytes quantize here, one line saying which version or why not and what runs instead).
+
+    Notebook cells that compare with bitsandbytes call this first and print the reason when they skip.
+    """
+    try:
+        import bitsandbytes as bnb
+        import bitsandbytes.functional  # noqa: F401  (the NF4 kernels the lessons compare with)
+    except Exception as exc:  # ImportError, or a broken install failing while it loads
+        return False, (f"bitsandbytes is not importable ({type(exc).__name__}: {exc}); the pure-PyTorch NF4 path in "
+                       "course_utils.lora is used instead. Fix: `make setup` installs bitsandbytes.")
+    return True, f"bitsandbytes {bnb.__version__}"
+
+
 # ---- bitsandbytes CPU trap ------------------------------------------------------------------------
 
 

@@ -1,0 +1,168 @@
+"""The DPO lab as a script: the notebook's preference pairs, loss (DPO or SimPO) and shared training loop.
+
+    python -m course_utils.labs.dpo --config configs/dpo_ci.json
+    torchrun --nproc_per_node 2 -m course_utils.labs.dpo --config configs/dpo_ci.json        # data parallel
+    accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml -m course_utils.labs.dpo --config ...
+
+The policy starts from `model` (by default the SFT checkpoint data/course-tiny-sft, as in notebook 08); the DPO
+reference is a frozen copy of that starting model, also after a resume. `global_batch_size` pairs per step are
+split evenly over the processes (each rank's loss is the mean over its pairs, so the rank average is the global mean).
+A run resumes from the latest complete checkpoint in <out_dir>/checkpoints unless --no-resume is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .. import dpo
+from ..data import make_tasks
+from ..train import TrainConfig, train
+from .sft import init_distributed
+
+
+@dataclass
+class DPOLabConfig:
+    """One preference-tuning run; a JSON file with any of these keys overrides the defaults."""
+
+    model: str = "course-tiny-sft"  # a folder under data/, a load_model name, a local folder or a hub id
+    n_pairs: int = 3000  # rule-made preference pairs (train split)
+    n_policy: int = 0  # extra on-policy pairs from the model's own wrong replies (greedy generation; 0 = none)
+    steps: int = 100  # optimizer steps
+    global_batch_size: int = 8  # pairs per step, summed over all processes
+    grad_accum: int = 1  # micro-batches per step (each process)
+    lr: float = 3e-4  # peak AdamW learning rate (warm-up then cosine)
+    warmup: int = 10  # warm-up steps
+    method: str = "dpo"  # "dpo" (frozen reference model) | "simpo" (reference-free)
+    beta: float = 0.1  # DPO: KL leash strength; SimPO: reward scale
+    gamma: float = 1.0  # SimPO target margin
+    label_smoothing: float = 0.0  # DPO only: conservative-DPO label noise
+    out_dir: str = "runs/dpo"  # checkpoints/, losses.json, metrics.json and final/ go here
+    save_every: int = 25  # checkpoint every N steps (0 = only at the end)
+    keep_last: int = 2  # checkpoints kept on disk
+    log_every: int = 10  # print the loss every N steps (0 = silent)
+    eval_pairs: int = 0  # held-out test pairs for reward accuracy / KL at the end (0 = skip)
+    save_final: bool = True  # write <out_dir>/final with save_pretrained (rank 0)
+    device: str = "cpu"  # "cpu", "cuda" or "auto"
+    seed: int = 0
+    threads: int = 0  # torch CPU threads per process (0 = torch's default)
+
+
+def load_config(path: str | os.PathLike | None, **overrides) -> DPOLabConfig:
+    """DPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
+    values = json.loads(Path(path).read_text()) if path else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(DPOLabConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"config has unknown keys {unknown}; allowed: {sorted(known)}")
+    cfg = DPOLabConfig(**values)
+    for name in ("n_pairs", "steps", "global_batch_size", "grad_accum"):
+        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be a positive int, got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.n_policy, int) or cfg.n_policy < 0:
+        raise ValueError(f"n_policy must be an int >= 0, got {cfg.n_policy!r}")
+    if cfg.method not in dpo.PREFERENCE_METHODS:
+        raise ValueError(f"method must be one of {list(dpo.PREFERENCE_METHODS)}, got {cfg.method!r}")
+    return cfg
+
+
+def resolve_model(name: str) -> str:
+    """A bare name that is a folder under data/ (e.g. "course-tiny-sft") becomes that folder; else unchanged."""
+    from ..env import REPO_ROOT
+
+    local = REPO_ROOT / "data" / name
+    if name not in ("course-tiny", "minilm") and not Path(name).is_dir() and (local / "config.json").exists():
+        return str(local)
+    return name
+
+
+def shard_pairs(global_batch_fn, rank: int, world: int):
+    """step -> this rank's pairs of the global batch (chosen rows first, then the matching rejected rows)."""
+    def batch_fn(step: int) -> dict:
+        full = global_batch_fn(step)  # each (2B, T): chosen rows 0..B-1, rejected rows B..2B-1
+        B = full["input_ids"].shape[0] // 2
+        per = B // world
+        rows = list(range(rank * per, (rank + 1) * per)) + list(range(B + rank * per, B + (rank + 1) * per))
+        return {k: v[rows] for k, v in full.items()}  # (2B / world, T)
+    return batch_fn
+
+
+def run(cfg: DPOLabConfig, *, resume: bool = True, stop_at_step: int | None = None) -> dict:
+    """Preference-tune cfg.model with dpo.make_loss_fn and train.train; returns a summary (rank 0 writes files)."""
+    from ..env import device as best_device
+    from ..models import load_model
+
+    rank, world = init_distributed()
+    if cfg.global_batch_size % (world * cfg.grad_accum):
+        raise ValueError(f"global_batch_size={cfg.global_batch_size} must be divisible by world_size x grad_accum "
+                         f"= {world} x {cfg.grad_accum}")
+    dev = best_device() if cfg.device == "auto" else torch.device(cfg.device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model, tok = load_model(resolve_model(cfg.model), device=dev)
+    pairs = dpo.make_preference_pairs(cfg.n_pairs, "train", seed=cfg.seed)
+    if cfg.n_policy:
+        pairs += dpo.model_mistake_pairs(model, tok, make_tasks(cfg.n_policy, "train", seed=cfg.seed + 5))
+    examples = dpo.tokenize_pairs(tok, pairs)
+    pcfg = dpo.PreferenceConfig(cfg.method, beta=cfg.beta, gamma=cfg.gamma, label_smoothing=cfg.label_smoothing)
+    ref_model = dpo.frozen_copy(model) if cfg.method == "dpo" else None  # the starting policy, before any resume
+    micro = cfg.global_batch_size // cfg.grad_accum  # pairs per micro-step over all ranks
+    batch_fn = shard_pairs(dpo.make_pair_batch_fn(examples, micro, tok.pad_token_id, seed=cfg.seed), rank, world)
+    out = Path(cfg.out_dir)
+    tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, grad_accum=cfg.grad_accum,
+                       log_every=cfg.log_every, checkpoint_dir=out / "checkpoints", save_every=cfg.save_every or cfg.steps,
+                       keep_last=cfg.keep_last, seed=cfg.seed)
+    t0 = time.time()
+    result = train(model, dpo.make_loss_fn(pcfg, ref_model), batch_fn, tcfg, resume=resume, stop_at_step=stop_at_step)
+    summary = {"config": asdict(cfg), "rank": rank, "world_size": world, "n_pairs": len(pairs),
+               "losses": result.losses, "metrics": result.metrics, "step": result.step,
+               "resumed_from": result.resumed_from, "saved": result.saved, "seconds": round(time.time() - t0, 2)}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if cfg.eval_pairs:
+            held = dpo.tokenize_pairs(tok, dpo.make_preference_pairs(cfg.eval_pairs, "test", seed=cfg.seed + 1))
+            summary["held_out"] = dpo.evaluate_pairs(model, held, tok.pad_token_id, ref_model=ref_model, beta=cfg.beta)
+        (out / "losses.json").write_text(json.dumps(result.losses))
+        (out / "metrics.json").write_text(json.dumps(result.metrics))
+        if cfg.save_final and result.step == cfg.steps:
+            model.save_pretrained(out / "final")
+            tok.save_pretrained(out / "final")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="JSON file with DPOLabConfig fields")
+    parser.add_argument("--out-dir", help="override out_dir")
+    parser.add_argument("--steps", type=int, help="override steps")
+    parser.add_argument("--stop-at", type=int, help="stop after this many steps (the schedule still spans --steps)")
+    parser.add_argument("--no-resume", action="store_true", help="start fresh even if checkpoints exist")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, out_dir=args.out_dir, steps=args.steps)
+    summary = run(cfg, resume=not args.no_resume, stop_at_step=args.stop_at)
+    if summary["rank"] == 0:
+        shown = {k: summary[k] for k in ("world_size", "step", "resumed_from", "seconds")}
+        shown["final_loss"] = round(summary["losses"][-1], 4)
+        shown["reward_acc"] = round(summary["metrics"][-1].get("acc", float("nan")), 3)
+        if "held_out" in summary:
+            shown["held_out"] = {k: round(v, 3) for k, v in summary["held_out"].items()}
+        print(json.dumps(shown))
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

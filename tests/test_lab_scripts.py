@@ -1,0 +1,127 @@
+"""The DPO and GRPO labs as scripts (`python -m course_utils.labs.dpo|grpo --config configs/*_ci.json`): each runs end
+to end in a subprocess, writes safetensors checkpoints, and a rerun resumes from the latest one and ends where an
+uninterrupted run ends (same losses, same weights: the reference model is the starting policy, not the checkpoint).
+The DPO script under `torchrun --nproc_per_node 2` (gloo) follows one process's loss trajectory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from course_utils.labs import dpo as dpo_lab
+from course_utils.labs import grpo as grpo_lab
+
+ROOT = Path(__file__).resolve().parents[1]
+LABS = {"dpo": (dpo_lab, ROOT / "configs" / "dpo_ci.json"), "grpo": (grpo_lab, ROOT / "configs" / "grpo_ci.json")}
+WEIGHT_TOL = 1e-5  # same process settings (1 thread): equal up to float noise, as notebook 09's resume check
+
+
+def _script(name: str, config: Path, *args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+    proc = subprocess.run([sys.executable, "-m", f"course_utils.labs.{name}", "--config", str(config), *args],
+                          cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout.decode() + proc.stderr.decode())[-4000:]
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])  # the summary line
+
+
+def _losses(name: str, out: Path) -> list[float]:
+    if name == "dpo":
+        return json.loads((out / "losses.json").read_text())
+    return [h["loss"] for h in json.loads((out / "history.json").read_text()) if "loss" in h]
+
+
+@pytest.mark.parametrize("name", list(LABS))
+def test_script_runs_checkpoints_and_resumes(name, tmp_path):
+    lab, config = LABS[name]
+    steps = json.loads(config.read_text())["steps"]
+    out = tmp_path / "run"
+    # 1. interrupted after 2 steps: a complete safetensors checkpoint at step 2
+    first = _script(name, config, "--out-dir", str(out), "--no-resume", "--stop-at", "2")
+    assert first["step"] == 2 and first["resumed_from"] is None, first
+    ckpt = out / "checkpoints" / "step_000002"
+    assert (ckpt / "trainer_state.json").exists() and json.loads((ckpt / "trainer_state.json").read_text())["step"] == 2
+    tensors = load_file(ckpt / "model.safetensors")
+    assert any(k.endswith("q_proj.weight") for k in tensors) and not list(out.rglob("*.tmp"))
+    losses_2 = _losses(name, out)
+    assert len(losses_2) == 2 and all(map(lambda x: x == x, losses_2)), losses_2  # finite, not NaN
+
+    # 2. rerun: resumes from step 2 and finishes
+    second = _script(name, config, "--out-dir", str(out))
+    assert second["resumed_from"] == 2 and second["step"] == steps, second
+    resumed_losses = _losses(name, out)
+    assert len(resumed_losses) == steps and resumed_losses[:2] == losses_2
+    final = load_file(out / "checkpoints" / f"step_{steps:06d}" / "model.safetensors")
+    moved = max((final[k] - tensors[k]).abs().max().item() for k in tensors)
+    assert moved > 0, "the resumed steps did not change the weights"
+
+    # 3. the same run uninterrupted, in this process: same losses and weights
+    ref = lab.run(lab.load_config(config, out_dir=str(tmp_path / "ref"), log_every=0), resume=False)
+    ref_losses = _losses(name, tmp_path / "ref")
+    loss_diff = max(abs(a - b) for a, b in zip(resumed_losses, ref_losses))
+    ref_final = load_file(tmp_path / "ref" / "checkpoints" / f"step_{steps:06d}" / "model.safetensors")
+    wdiff = max((final[k] - ref_final[k]).abs().max().item() for k in final)
+    print(f"{name}: resumed at step 2 of {steps}; vs uninterrupted: max loss diff {loss_diff:.1e}, max weight diff {wdiff:.1e}")
+    assert ref["step"] == steps and len(ref_losses) == steps
+    assert loss_diff < WEIGHT_TOL and wdiff < WEIGHT_TOL, f"max_diff loss {loss_diff:.3g}, weights {wdiff:.3g}"
+
+
+def test_configs_are_checked(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": 3, "batch": 4}))
+    for lab, _ in LABS.values():
+        with pytest.raises(ValueError, match=r"unknown keys \['batch'\]"):
+            lab.load_config(bad)
+    with pytest.raises(ValueError, match="method must be one of"):
+        dpo_lab.load_config(None, method="ppo")
+    with pytest.raises(ValueError, match="global_batch_size must be a positive int"):
+        dpo_lab.load_config(None, global_batch_size=0)
+    with pytest.raises(ValueError, match="families must be a non-empty list"):
+        grpo_lab.load_config(None, families=["algebra"])
+    with pytest.raises(ValueError, match="cfg.group_size must be an int >= 2"):
+        grpo_lab.load_config(None, group_size=1)
+    for gpu in ("dpo_gpu.json", "grpo_gpu.json"):  # the GPU variants parse too
+        lab = dpo_lab if gpu.startswith("dpo") else grpo_lab
+        assert lab.load_config(ROOT / "configs" / gpu).device == "auto"
+
+
+def test_dpo_batch_splits_pairs_over_ranks(monkeypatch):
+    """Each rank gets matching chosen/rejected rows; together the ranks hold the whole global batch."""
+    ids = torch.arange(8 * 3).reshape(8, 3)  # 4 pairs: chosen rows 0-3, rejected rows 4-7
+    full = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "loss_mask": torch.ones_like(ids).bool()}
+    shards = [dpo_lab.shard_pairs(lambda step: full, r, 2)(0)["input_ids"] for r in range(2)]
+    assert torch.equal(shards[0], ids[[0, 1, 4, 5]]) and torch.equal(shards[1], ids[[2, 3, 6, 7]])
+    monkeypatch.setattr(dpo_lab, "init_distributed", lambda: (0, 3))
+    with pytest.raises(ValueError, match="global_batch_size=4 must be divisible by world_size x grad_accum = 3 x 1"):
+        dpo_lab.run(dpo_lab.load_config(LABS["dpo"][1]), resume=False)
+
+
+def test_grpo_script_refuses_several_processes(monkeypatch):
+    monkeypatch.setattr(grpo_lab, "init_distributed", lambda: (0, 2))
+    with pytest.raises(RuntimeError, match="configs/accelerate/README.md"):
+        grpo_lab.run(grpo_lab.load_config(LABS["grpo"][1]))
+
+
+def test_dpo_torchrun_two_ranks_match_one_process(tmp_path):
+    """2 gloo ranks on CPU, same global batch: the same loss trajectory as one process, one set of checkpoints."""
+    config = LABS["dpo"][1]
+    one = dpo_lab.run(dpo_lab.load_config(config, out_dir=str(tmp_path / "one"), log_every=0), resume=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1", "COURSE_DDP_BACKEND": "gloo"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "course_utils.labs.dpo", "--config", str(config), "--out-dir", str(tmp_path / "two"),
+                           "--no-resume"], cwd=ROOT, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout.decode() + proc.stderr.decode())[-4000:]
+    two = json.loads((tmp_path / "two" / "losses.json").read_text())
+    diff = max(abs(a - b) for a, b in zip(two, one["losses"]))
+    print(f"DPO, 2 ranks vs 1 process: max loss difference {diff:.1e} over {len(two)} steps")
+    assert len(two) == len(one["losses"]) and diff < 1e-4, f"max_diff {diff:.3g}: {two} vs {one['losses']}"
+    assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == sorted(
+        p.name for p in (tmp_path / "one" / "checkpoints").iterdir())
