@@ -13,7 +13,6 @@ A run resumes from the latest complete checkpoint in <out_dir>/checkpoints unles
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from . import read_config
 from .. import dpo
 from ..data import make_tasks
 from ..train import TrainConfig, train
@@ -57,16 +57,7 @@ class DPOLabConfig:
 
 def load_config(path: str | os.PathLike | None, **overrides) -> DPOLabConfig:
     """DPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
-    values = json.loads(Path(path).read_text()) if path else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(DPOLabConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"config has unknown keys {unknown}; allowed: {sorted(known)}")
-    cfg = DPOLabConfig(**values)
-    for name in ("n_pairs", "steps", "global_batch_size", "grad_accum"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be a positive int, got {getattr(cfg, name)!r}")
+    cfg = read_config(DPOLabConfig, path, overrides, ("n_pairs", "steps", "global_batch_size", "grad_accum"))
     if not isinstance(cfg.n_policy, int) or cfg.n_policy < 0:
         raise ValueError(f"n_policy must be an int >= 0, got {cfg.n_policy!r}")
     if cfg.method not in dpo.PREFERENCE_METHODS:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from . import read_config
 from .. import grpo
 from ..data import TASK_FAMILIES, make_eval_tasks, make_tasks
 from ..rewards import ALL_REWARD_FUNCS, REWARD_FUNCS
@@ -69,19 +69,11 @@ _GRPO_FIELDS = ("steps", "prompts_per_step", "group_size", "max_new_tokens", "te
 
 def load_config(path: str | os.PathLike | None, **overrides) -> GRPOLabConfig:
     """GRPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
-    values = json.loads(Path(path).read_text()) if path else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(GRPOLabConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"config has unknown keys {unknown}; allowed: {sorted(known)}")
-    cfg = GRPOLabConfig(**values)
+    cfg = read_config(GRPOLabConfig, path, overrides, ("n_train",))
     if cfg.rewards not in REWARD_SETS:
         raise ValueError(f"rewards must be one of {list(REWARD_SETS)}, got {cfg.rewards!r}")
     if not isinstance(cfg.families, list) or not cfg.families or not set(cfg.families) <= set(TASK_FAMILIES):
         raise ValueError(f"families must be a non-empty list drawn from {list(TASK_FAMILIES)}, got {cfg.families!r}")
-    if not isinstance(cfg.n_train, int) or cfg.n_train < 1:
-        raise ValueError(f"n_train must be a positive int, got {cfg.n_train!r}")
     grpo._check_config(grpo_config(cfg))  # steps, group_size, lr, loss_type, ... named as cfg.<field>
     return cfg
 

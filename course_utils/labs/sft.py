@@ -12,7 +12,6 @@ A run resumes from the latest complete checkpoint in <out_dir>/checkpoints unles
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from . import read_config
 from .. import sft
 from ..data import make_eval_tasks, make_sft_conversations
 from ..train import TrainConfig, dist_info, train
@@ -53,17 +53,7 @@ class SFTLabConfig:
 
 def load_config(path: str | os.PathLike | None, **overrides) -> SFTLabConfig:
     """SFTLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
-    values = json.loads(Path(path).read_text()) if path else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(SFTLabConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"config has unknown keys {unknown}; allowed: {sorted(known)}")
-    cfg = SFTLabConfig(**values)
-    for name in ("n_train", "steps", "global_batch_size", "grad_accum"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be a positive int, got {getattr(cfg, name)!r}")
-    return cfg
+    return read_config(SFTLabConfig, path, overrides, ("n_train", "steps", "global_batch_size", "grad_accum"))
 
 
 def init_distributed() -> tuple[int, int]:
