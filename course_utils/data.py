@@ -68,18 +68,44 @@ def make_story(rng: random.Random) -> str:
 
 # ---- tasks with checkable answers -------------------------------------------------------------
 
+ANSWER_MARKER = " so "  # a reply that shows its work ends "<work> so <answer>"
+
+
 @dataclass(frozen=True)
 class Task:
-    """One task: a user prompt, the exact answer, and its family name."""
+    """One task: a user prompt, the exact answer, its family name, and optional worked steps shown before the answer."""
 
     family: str
     prompt: str
     answer: str
+    work: str = ""  # "" = the reply is the bare answer
+
+    @property
+    def reply(self) -> str:
+        """The assistant reply SFT teaches: '<work> so <answer>', or the bare answer when there is no work."""
+        return f"{self.work}{ANSWER_MARKER}{self.answer}" if self.work else self.answer
+
+
+def addition_work(a: int, b: int) -> str:
+    """Column-by-column working, ones first, carries written out: (257, 439) -> '7+9=16 5+3+1=9 2+4=6'.
+
+    Both numbers are read as three digits (zero-padded), so every problem has the same three steps. A 4-layer
+    model cannot add 3-digit numbers in one go, but each of these steps is a one-digit lookup it can learn
+    ("show your work", Nye et al. 2021, arXiv:2112.00114).
+    """
+    if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= 999 and 0 <= b <= 999):
+        raise ValueError(f"a and b must be ints in 0..999, got {a!r} and {b!r}")
+    steps, carry = [], 0
+    for x, y in zip(f"{a:03d}"[::-1], f"{b:03d}"[::-1]):
+        total = int(x) + int(y) + carry
+        steps.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={total}")
+        carry = total // 10
+    return " ".join(steps)
 
 
 def _addition(rng: random.Random) -> Task:
     a, b = rng.randint(0, 999), rng.randint(0, 999)
-    return Task("addition", f"What is {a} + {b}?", str(a + b))
+    return Task("addition", f"What is {a} + {b}?", str(a + b), addition_work(a, b))
 
 
 def _reverse(rng: random.Random) -> Task:
@@ -143,7 +169,7 @@ def spelling_text(word: str) -> str:
 
 
 def task_as_text(task: Task, rng: random.Random) -> str:
-    """A task written as plain prose for pretraining (not in chat format: SFT teaches that)."""
+    """A task written as plain prose for pretraining, bare answer without work (not in chat format: SFT teaches that)."""
     return rng.choice([f"Question: {task.prompt} Answer: {task.answer}.",
                        f"Q: {task.prompt}\nA: {task.answer}"])
 
@@ -169,12 +195,12 @@ def pretraining_corpus(n_documents: int, *, seed: int = 0, task_fraction: float 
 # ---- chat-format instruction data for SFT (lab 07) ---------------------------------------------
 
 def task_to_messages(task: Task, *, with_answer: bool = True) -> list[dict[str, str]]:
-    """A task as chat messages: [user prompt, assistant answer] (just the user turn if with_answer=False)."""
+    """A task as chat messages: [user prompt, assistant reply (task.reply)] (just the user turn if with_answer=False)."""
     if not isinstance(task, Task):
         raise TypeError(f"task must be a data.Task, got {type(task).__name__}")
     messages = [{"role": "user", "content": task.prompt}]
     if with_answer:
-        messages.append({"role": "assistant", "content": task.answer})
+        messages.append({"role": "assistant", "content": task.reply})
     return messages
 
 
@@ -194,13 +220,21 @@ def make_eval_tasks(n_per_family: int, split: str = "test", *, seed: int = 1,
                                                                      families=[fam])]
 
 
+def final_answer(reply: str) -> str:
+    """The answer a reply ends with: the text after its last ' so ' ('7+9=16 ... so 696' -> '696'), else the whole
+    reply; stripped of surrounding whitespace."""
+    if not isinstance(reply, str):
+        raise TypeError(f"reply must be a str, got {type(reply).__name__}")
+    return reply.strip().rpartition(ANSWER_MARKER)[2].strip()
+
+
 def check_answer(task: Task, completion: str) -> bool:
-    """Exact match: the completion, stripped of surrounding whitespace, equals the task's answer."""
+    """Exact match of the final answer: final_answer(completion) equals the task's answer (the work is not graded)."""
     if not isinstance(task, Task):
         raise TypeError(f"task must be a data.Task, got {type(task).__name__}")
     if not isinstance(completion, str):
         raise TypeError(f"completion must be a str, got {type(completion).__name__}")
-    return completion.strip() == task.answer
+    return final_answer(completion) == task.answer
 
 
 def alpaca_to_messages(row: dict) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ import copy
 import math
 import random
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -93,10 +93,11 @@ ANSWER_TEMPLATE = "{}"
 
 def make_preference_pairs(n: int, split: str = "train", *, seed: int = 0, families: list[str] | None = None,
                           template: str = ANSWER_TEMPLATE, style_fraction: float = 0.5) -> list[PreferencePair]:
-    """`n` pairs from `split`, deterministic in `seed`; chosen is always the right answer written with `template`.
+    """`n` pairs from `split`, deterministic in `seed`; chosen is always the right reply (task.reply) in `template`.
 
-    rejected is either the right answer in the wrong style (bare, as the SFT model writes it; source "style",
-    a fraction `style_fraction` of the pairs) or a plausible wrong answer in the right style (source "wrong").
+    rejected is either the right reply in the wrong style (bare, as the SFT model writes it; source "style",
+    a fraction `style_fraction` of the pairs) or a reply with a plausible wrong answer in the right style (source
+    "wrong"; for addition the work stays and only the conclusion after "so" is wrong).
     With template "{}" every pair is a correctness pair.
     """
     if not isinstance(template, str) or template.count("{}") != 1:
@@ -107,14 +108,15 @@ def make_preference_pairs(n: int, split: str = "train", *, seed: int = 0, famili
     rng = random.Random(seed + 7919)
     pairs = []
     for task in tasks:
-        chosen = template.format(task.answer)
+        chosen = template.format(task.reply)
         if template != "{}" and rng.random() < style_fraction:
-            pairs.append(PreferencePair(task.prompt, chosen, task.answer, task.family, "style"))
+            pairs.append(PreferencePair(task.prompt, chosen, task.reply, task.family, "style"))
             continue
         wrong = CORRUPTIONS[task.family](task, rng)
         if wrong == task.answer:  # cannot happen with the rules above; kept as a guard
             raise RuntimeError(f"corruption returned the right answer for {task}")
-        pairs.append(PreferencePair(task.prompt, chosen, template.format(wrong), task.family, "wrong"))
+        wrong_reply = replace(task, answer=wrong).reply  # same work (if any), wrong conclusion
+        pairs.append(PreferencePair(task.prompt, chosen, template.format(wrong_reply), task.family, "wrong"))
     return pairs
 
 
@@ -127,7 +129,7 @@ def parse_reply(reply: str, template: str = ANSWER_TEMPLATE) -> tuple[bool, str]
 
 
 def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANSWER_TEMPLATE,
-                     max_new_tokens: int = 24) -> dict:
+                     max_new_tokens: int = 40) -> dict:
     """Greedy replies on `tasks`: style rate (follows template), accuracy (right answer, either style), mean length."""
     from .sft import generate_replies
 
@@ -145,16 +147,16 @@ def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANS
 
 
 def model_mistake_pairs(model, tokenizer, tasks: list[Task], *, template: str = ANSWER_TEMPLATE,
-                        max_new_tokens: int = 24) -> list[PreferencePair]:
-    """On-policy pairs: chosen = the right answer in `template`, rejected = the model's own greedy reply when that
+                        max_new_tokens: int = 40) -> list[PreferencePair]:
+    """On-policy pairs: chosen = the right reply in `template`, rejected = the model's own greedy reply when that
     reply is wrong or not in the template (replies that are already preferred are skipped)."""
     from .sft import generate_replies
 
     if not tasks or not all(isinstance(t, Task) for t in tasks):
         raise ValueError("tasks must be a non-empty list of data.Task")
     replies = [r.strip() for r in generate_replies(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=max_new_tokens)]
-    return [PreferencePair(t.prompt, template.format(t.answer), r, t.family, "model")
-            for t, r in zip(tasks, replies) if r and r != template.format(t.answer)]
+    return [PreferencePair(t.prompt, template.format(t.reply), r, t.family, "model")
+            for t, r in zip(tasks, replies) if r and r != template.format(t.reply)]
 
 
 # ---- tokenization ---------------------------------------------------------------------------------
@@ -345,6 +347,7 @@ class PreferenceConfig:
     beta: float = 0.1  # DPO: strength of the KL leash; SimPO: reward scale (the paper uses 2-2.5)
     gamma: float = 1.0  # SimPO target margin in reward units (ignored by DPO)
     label_smoothing: float = 0.0  # DPO only: conservative-DPO label noise
+    sft_weight: float = 0.0  # DPO only: + w * mean NLL of the chosen tokens (RPO; trl loss_type=["sigmoid", "sft"])
 
 
 def _dpo_step(model, ref_model, batch, cfg: PreferenceConfig):
@@ -357,7 +360,11 @@ def _dpo_step(model, ref_model, batch, cfg: PreferenceConfig):
     rc, rr = ref_logps.sum(1).chunk(2)
     losses, r_c, r_r = dpo_loss(pc, pr, rc, rr, cfg.beta, label_smoothing=cfg.label_smoothing)
     kl = token_kl(logits[:, :-1].detach(), ref_logits[:, :-1], mask)
-    return losses.mean(), _metrics(r_c, r_r, pc, pr, mask) | {"kl": kl.item()}
+    loss = losses.mean()
+    if cfg.sft_weight:  # keep the chosen replies likely: pure DPO can lower them along with the rejected ones
+        B = pc.shape[0]
+        loss = loss + cfg.sft_weight * -logps[:B][mask[:B]].mean()
+    return loss, _metrics(r_c, r_r, pc, pr, mask) | {"kl": kl.item()}
 
 
 def _simpo_step(model, ref_model, batch, cfg: PreferenceConfig):
@@ -385,6 +392,8 @@ def make_loss_fn(cfg: PreferenceConfig, ref_model=None) -> Callable:
     if cfg.method not in PREFERENCE_METHODS:
         raise ValueError(f"cfg.method must be one of {list(PREFERENCE_METHODS)}, got {cfg.method!r}")
     _check_positive("cfg.beta", cfg.beta)
+    if isinstance(cfg.sft_weight, bool) or not isinstance(cfg.sft_weight, (int, float)) or not cfg.sft_weight >= 0:
+        raise ValueError(f"cfg.sft_weight must be a number >= 0, got {cfg.sft_weight!r}")
     if cfg.method == "dpo" and ref_model is None:
         raise ValueError("method 'dpo' needs ref_model (a frozen copy of the starting policy); use frozen_copy(model)")
     step = PREFERENCE_METHODS[cfg.method]

@@ -3,8 +3,8 @@
 Each reward function takes a batch, `fn(completions, **columns) -> list[float]`, the signature TRL's
 GRPOTrainer calls (extra keyword arguments such as `prompts` or `completion_ids` are ignored):
 
-    format_reward(["579", "57 9 oops"], family=["addition", "addition"])   # -> [1.0, 0.0]
-    accuracy_reward(["579", "578"], answer=["579", "579"])                 # -> [1.0, 0.0]
+    format_reward(["3+6=9 2+5=7 1+4=5 so 579", "579"], family=["addition", "addition"])   # -> [1.0, 0.0]
+    accuracy_reward(["3+6=9 2+5=7 1+4=5 so 579", "578"], answer=["579", "579"])          # -> [1.0, 0.0]
 
 A completion is a string, or a chat reply [{"role": "assistant", "content": "..."}] (TRL's conversational form).
 """
@@ -16,13 +16,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from .data import TASK_FAMILIES, Task
+from .data import TASK_FAMILIES, Task, final_answer
 
 # What a well-formed reply looks like for each family (the whole stripped reply must match).
 # R1-Zero asked for <think>...</think><answer>...</answer>; a 3M-parameter model that never saw those tags
-# cannot be prompted into them, so "well-formed" here means: just the answer, in the family's shape, then stop.
+# cannot be prompted into them, so "well-formed" here means the shape SFT taught: three column steps then
+# "so <sum>" for addition (data.addition_work), just the answer in the family's shape for the others.
 ANSWER_PATTERNS: dict[str, re.Pattern] = {
-    "addition": re.compile(r"\d{1,5}"),
+    "addition": re.compile(r"(\d\+\d(\+1)?=\d{1,2} ){3}so \d{1,4}"),
     "count": re.compile(r"\d{1,2}"),
     "sort": re.compile(r"\d{1,3}( \d{1,3}){1,9}"),
     "reverse": re.compile(r"[a-z]{1,20}"),
@@ -60,21 +61,22 @@ def format_reward(completions: Sequence, family: Sequence[str], **kwargs) -> lis
 
 
 def accuracy_reward(completions: Sequence, answer: Sequence[str], **kwargs) -> list[float]:
-    """1.0 when the stripped reply equals the reference answer exactly (the same test as data.check_answer)."""
+    """1.0 when the reply's final answer equals the reference answer exactly (the same test as data.check_answer)."""
     _check_columns(completions, answer=answer)
-    return [1.0 if completion_text(c).strip() == str(a) else 0.0 for c, a in zip(completions, answer)]
+    return [1.0 if final_answer(completion_text(c)) == str(a) else 0.0 for c, a in zip(completions, answer)]
 
 
 def digits_reward(completions: Sequence, answer: Sequence[str], **kwargs) -> list[float]:
-    """Partial credit for numbers: the fraction of digit positions (aligned from the right) that match the answer.
+    """Partial credit for numbers: the fraction of digit positions (aligned from the right) of the final answer
+    (data.final_answer) that match the answer.
 
-    "1158" for 1168 scores 0.75; a reply that is not a plain number scores 0; non-numeric answers score exact match.
+    "1158" for 1168 scores 0.75; a final answer that is not a plain number scores 0; non-numeric answers score exact match.
     Dense where exact match is sparse: most groups then have different rewards, so GRPO gets a signal.
     """
     _check_columns(completions, answer=answer)
     out = []
     for c, a in zip(completions, answer):
-        text, a = completion_text(c).strip(), str(a)
+        text, a = final_answer(completion_text(c)), str(a)
         if not a.isdigit():
             out.append(1.0 if text == a else 0.0)
         elif not (text.isdigit() and text.isascii()):

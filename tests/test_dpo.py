@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from course_utils import dpo
-from course_utils.data import Task
+from course_utils.data import Task, check_answer, make_tasks
 
 
 # ---- trl's own loss code as the reference -------------------------------------------------------------
@@ -161,6 +161,26 @@ def test_sequence_logprobs_matches_float64_gather(padding_side, seed):
     assert diff < 1e-4, f"average: max_diff {diff}"
 
 
+def test_sft_weight_adds_the_mean_nll_of_the_chosen_tokens():
+    model, ref = _tiny_model(3), _tiny_model(4)
+    ref64 = _tiny_model(3).double()
+    gen = torch.Generator().manual_seed(7)
+    examples = [{"prompt_ids": torch.randint(1, 50, (4,), generator=gen).tolist(),
+                 "chosen_ids": torch.randint(1, 50, (n,), generator=gen).tolist(),
+                 "rejected_ids": torch.randint(1, 50, (3,), generator=gen).tolist()} for n in (2, 5)]
+    batch = dpo.collate_pairs(examples, pad_token_id=0)
+    plain = dpo.make_loss_fn(dpo.PreferenceConfig("dpo"), ref)(model, batch)[0]
+    with_sft = dpo.make_loss_fn(dpo.PreferenceConfig("dpo", sft_weight=0.5), ref)(model, batch)[0]
+    nll = []  # every chosen token's -log p, float64, each sequence alone
+    for e in examples:
+        seq = torch.tensor([e["prompt_ids"] + e["chosen_ids"]])
+        with torch.no_grad():
+            logp = torch.log_softmax(ref64(seq).logits[0, :-1], dim=-1)
+        nll += (-logp.gather(-1, seq[0, 1:, None]).squeeze(-1)[len(e["prompt_ids"]) - 1:]).tolist()
+    expected = 0.5 * sum(nll) / len(nll)  # mean over the 7 chosen tokens of the batch
+    assert abs((with_sft - plain).item() - expected) < 1e-4, ((with_sft - plain).item(), expected)
+
+
 def test_token_logprobs_matches_naive():
     gen = torch.Generator().manual_seed(5)
     logits = torch.randn(3, 7, 11, generator=gen) * 5
@@ -188,10 +208,9 @@ def test_preference_pairs_are_deterministic_checkable_and_held_out():
     assert a != dpo.make_preference_pairs(60, "train", seed=4)
     test_prompts = {p.prompt for p in dpo.make_preference_pairs(60, "test", seed=3)}
     assert not test_prompts & {p.prompt for p in a}
-    for p in a:
-        task = Task(p.family, p.prompt, p.chosen)
-        assert p.chosen != p.rejected and p.rejected, p
-        assert p.chosen == task.answer
+    for p, task in zip(a, make_tasks(60, "train", seed=3)):
+        assert p.prompt == task.prompt and p.chosen == task.reply, (p, task)
+        assert check_answer(task, p.chosen) and not check_answer(task, p.rejected), p
     assert {p.family for p in a} == set(dpo.CORRUPTIONS)
 
 
@@ -272,6 +291,8 @@ def test_bad_inputs_raise_clear_errors():
         dpo.make_loss_fn(dpo.PreferenceConfig("dpo"))
     with pytest.raises(ValueError, match=r"cfg.method must be one of \['dpo', 'simpo'\], got 'ppo'"):
         dpo.make_loss_fn(dpo.PreferenceConfig("ppo"))
+    with pytest.raises(ValueError, match=r"cfg.sft_weight must be a number >= 0, got -1"):
+        dpo.make_loss_fn(dpo.PreferenceConfig("dpo", sft_weight=-1), _tiny_model())
     with pytest.raises(ValueError, match=r"split must be 'train' or 'test'"):
         dpo.make_preference_pairs(3, "dev")
 

@@ -13,7 +13,7 @@ import torch
 
 from course_utils import grpo
 from course_utils.data import Task, make_tasks
-from course_utils.rewards import accuracy_reward, format_reward, score_completions
+from course_utils.rewards import accuracy_reward, digits_reward, format_reward, score_completions
 
 SHAPES = [(1, 2), (3, 4), (5, 8), (16, 16)]  # (number of groups, group_size)
 
@@ -236,6 +236,7 @@ def test_token_gradient_weights_hand_worked():
 def test_majority_answer():
     assert grpo.majority_answer(["12", " 13", "13 ", "12", "7"]) == "12"
     assert grpo.majority_answer(["1", "2", "2"]) == "2"
+    assert grpo.majority_answer(["1+1=2 so 2", "0+1=1 so 1", "1+0=1 so 1"]) == "1"  # votes on the final answer
 
 
 def test_train_grpo_resume_equals_uninterrupted(tiny, tmp_path):
@@ -261,12 +262,14 @@ def test_train_grpo_resume_equals_uninterrupted(tiny, tmp_path):
 # ---- rewards ----------------------------------------------------------------------------------------
 
 def test_rewards_right_wrong_malformed():
-    comps = ["579", " 579 ", "578", "579 is the answer", "", "5 7 9", "3 10 42", "3 10 42", "tac", "[CAT]", "[cat]",
-             [{"role": "assistant", "content": "579"}]]
+    work = "9+9=18 7+5+1=13 5+0+1=6"  # 579 + 9 = 588, worked by hand
+    comps = [f"{work} so 588", f" {work} so 588 ", f"{work} so 587", "588", f"{work} so 588 is it", "9+9=18 so 588",
+             "3 10 42", "3 10 42", "tac", "[CAT]", "[cat]", [{"role": "assistant", "content": f"{work} so 588"}]]
     fams = ["addition"] * 6 + ["sort", "sort", "reverse", "format", "format", "addition"]
-    answers = ["579"] * 6 + ["3 10 42", "3 10 41", "tac", "[CAT]", "[CAT]", "579"]
+    answers = ["588"] * 6 + ["3 10 42", "3 10 41", "tac", "[CAT]", "[CAT]", "588"]
     assert format_reward(comps, family=fams) == [1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 1]
-    assert accuracy_reward(comps, answer=answers) == [1, 1, 0, 0, 0, 0, 1, 0, 1, 1, 0, 1]
+    assert accuracy_reward(comps, answer=answers) == [1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 0, 1]
+    assert digits_reward([f"{work} so 578", "578", "5 78", "so"], answer=["588"] * 4) == [2 / 3, 2 / 3, 0.0, 0.0]
     # trl calls reward functions with extra keyword arguments; they must be ignored
     assert accuracy_reward(["7"], answer=["7"], prompts=["p"], completion_ids=[[1]], trainer_state=None) == [1.0]
 
@@ -275,9 +278,10 @@ def test_score_completions_agrees_with_check_answer():
     from course_utils.data import check_answer
 
     tasks = make_tasks(30, "test", seed=4)
-    comps = [t.answer if i % 3 else t.answer + "0" for i, t in enumerate(tasks)]
+    comps = [t.reply if i % 3 else t.answer + "0" for i, t in enumerate(tasks)]
     s = score_completions(comps, tasks)
     assert s["accuracy"].tolist() == [float(check_answer(t, c)) for t, c in zip(tasks, comps)]
+    assert score_completions([t.reply for t in tasks], tasks)["format"].tolist() == [1.0] * len(tasks)  # SFT targets are well-formed
     assert set(s) == {"format", "accuracy"}
 
 

@@ -110,11 +110,26 @@ def test_task_generators_deterministic_and_disjoint():
     assert data.make_sft_conversations(3, seed=1) == [data.task_to_messages(t) for t in data.make_tasks(3, seed=1)]
 
 
+def test_addition_work_hand_worked():
+    assert data.addition_work(257, 439) == "7+9=16 5+3+1=9 2+4=6"
+    assert data.addition_work(999, 999) == "9+9=18 9+9+1=19 9+9+1=19"
+    assert data.addition_work(5, 7) == "5+7=12 0+0+1=1 0+0=0"
+    assert data.addition_work(0, 0) == "0+0=0 0+0=0 0+0=0"
+    t = data.Task("addition", "What is 5 + 7?", "12", data.addition_work(5, 7))
+    assert t.reply == "5+7=12 0+0+1=1 0+0=0 so 12" and data.final_answer(t.reply) == "12"
+    assert data.Task("sort", "p", "1 2").reply == "1 2"  # no work: the reply is the bare answer
+    assert data.task_to_messages(t)[1]["content"] == t.reply
+    for a, b in [(-1, 5), (1000, 0), (3.0, 4)]:
+        with pytest.raises(ValueError, match="a and b must be ints in 0..999"):
+            data.addition_work(a, b)
+
+
 def test_check_answer_accepts_right_rejects_wrong():
     add = data.Task("addition", "What is 12 + 30?", "42")
     assert data.check_answer(add, "42") and data.check_answer(add, " 42\n")
-    for wrong in ["43", "42.", "A: 42", "", "4 2"]:
+    for wrong in ["43", "42.", "A: 42", "", "4 2", "2+0=2 1+3=4 0+0=0 so 43", "so 42"]:
         assert not data.check_answer(add, wrong)
+    assert data.check_answer(add, "2+0=2 1+3=4 0+0=0 so 42") and data.check_answer(add, "anything so 42")  # work not graded
     fmt = data.Task("format", "Write the word cat in capital letters inside brackets.", "[CAT]")
     assert data.check_answer(fmt, "[CAT]") and not data.check_answer(fmt, "[cat]")
     # answers the generators produce are right by construction: check a few by hand

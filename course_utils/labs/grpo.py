@@ -44,9 +44,9 @@ class GRPOLabConfig:
     steps: int = 100  # generation rounds
     prompts_per_step: int = 8
     group_size: int = 8
-    max_new_tokens: int = 8
+    max_new_tokens: int = 40  # an addition reply with its work is about 32 tokens
     temperature: float = 1.0
-    lr: float = 3e-4
+    lr: float = 5e-5  # 3e-4 made held-out accuracy fall on course-tiny-sft
     num_iterations: int = 2
     clip_eps: float = 0.2
     beta: float = 0.04
