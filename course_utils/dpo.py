@@ -85,9 +85,9 @@ CORRUPTIONS: dict[str, Callable[[Task, random.Random], str]] = {
 }
 
 
-# How a reply is written: "{}" = the bare answer, as in the SFT data. A style such as "Answer: {}" turns half of
-# the pairs into style pairs (right answer, wrong style); DPO only learns such a style when the model already
-# produces it sometimes (see the lab's closing note).
+# How a reply is written: "{}" = the reply as SFT taught it (task.reply). A style such as "Answer: {}" turns half of
+# the pairs into style pairs (right reply, wrong style); in our runs DPO did not teach a style the SFT model never
+# produced: it re-ranks behaviours the model already has.
 ANSWER_TEMPLATE = "{}"
 
 
