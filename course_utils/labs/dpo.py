@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import read_config
+from . import process_device, read_config
 from .. import dpo
 from ..data import make_tasks
 from ..train import TrainConfig, train
@@ -88,19 +88,13 @@ def shard_pairs(global_batch_fn, rank: int, world: int):
 
 def run(cfg: DPOLabConfig, *, resume: bool = True, stop_at_step: int | None = None) -> dict:
     """Preference-tune cfg.model with dpo.make_loss_fn and train.train; returns a summary (rank 0 writes files)."""
-    from ..env import device as best_device
     from ..models import load_model
 
     rank, world = init_distributed()
     if cfg.global_batch_size % (world * cfg.grad_accum):
         raise ValueError(f"global_batch_size={cfg.global_batch_size} must be divisible by world_size x grad_accum "
                          f"= {world} x {cfg.grad_accum}")
-    dev = best_device() if cfg.device == "auto" else torch.device(cfg.device)
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    dev = process_device(cfg, world)
     model, tok = load_model(resolve_model(cfg.model), device=dev)
     pairs = dpo.make_preference_pairs(cfg.n_pairs, "train", seed=cfg.seed)
     if cfg.n_policy:

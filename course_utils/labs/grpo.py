@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import read_config
+from . import process_device, read_config
 from .. import grpo
 from ..data import TASK_FAMILIES, make_eval_tasks, make_tasks
 from ..rewards import ALL_REWARD_FUNCS, REWARD_FUNCS
@@ -85,17 +85,13 @@ def grpo_config(cfg: GRPOLabConfig) -> grpo.GRPOConfig:
 
 def run(cfg: GRPOLabConfig, *, resume: bool = True, stop_at_step: int | None = None) -> dict:
     """GRPO on cfg.families with grpo.train_grpo; returns a summary and writes history.json (and final/)."""
-    from ..env import device as best_device
     from ..models import load_model
 
     rank, world = init_distributed()
     if world > 1:
         raise RuntimeError("the GRPO lab script runs on one process (sampling and training share it); for several "
                            "GPUs use trl's GRPOTrainer under `accelerate launch` -- see configs/accelerate/README.md")
-    dev = best_device() if cfg.device == "auto" else torch.device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    dev = process_device(cfg, world)
     model, tok = load_model(resolve_model(cfg.model), device=dev)
     reference = copy.deepcopy(model).requires_grad_(False) if cfg.beta > 0 else None  # before any resume
     tasks = make_tasks(cfg.n_train, "train", seed=cfg.seed, families=cfg.families)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import read_config
+from . import process_device, read_config
 from .. import sft
 from ..data import make_eval_tasks, make_sft_conversations
 from ..train import TrainConfig, dist_info, train
@@ -95,19 +95,13 @@ def make_loss_fn(world: int, step_delay: float = 0.0):
 
 def run(cfg: SFTLabConfig, *, resume: bool = True) -> dict:
     """Fine-tune cfg.model on the task conversations with train.train; returns a summary (rank 0 writes files)."""
-    from ..env import device as best_device
     from ..models import load_model
 
     rank, world = init_distributed()
     if cfg.global_batch_size % (world * cfg.grad_accum):
         raise ValueError(f"global_batch_size={cfg.global_batch_size} must be divisible by world_size x grad_accum "
                          f"= {world} x {cfg.grad_accum}")
-    dev = best_device() if cfg.device == "auto" else torch.device(cfg.device)
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    dev = process_device(cfg, world)
     model, tok = load_model(cfg.model, device=dev)
     if cfg.lora_r:
         model = sft.add_peft_lora(model, r=cfg.lora_r, alpha=2 * cfg.lora_r)
