@@ -1,10 +1,12 @@
-"""Does DPO or GRPO raise course-tiny-sft's held-out addition accuracy? A learning-rate sweep of both.
+"""Does DPO, online DPO or GRPO raise course-tiny-sft's held-out addition accuracy? A learning-rate sweep of each.
 
-    python benchmarks/bench_preference_vs_rl.py              # about 15 minutes on 2 CPU cores
+    python benchmarks/bench_preference_vs_rl.py              # about 30 minutes on 2 CPU cores
     python benchmarks/bench_preference_vs_rl.py --only grpo  # just the GRPO runs
 
 DPO: 2,000 train-split addition prompts, the SFT model's own wrong greedy replies as rejected and the right worked
 reply as chosen (on-policy pairs), 150 steps of 8 pairs, beta 0.1, with and without the SFT term on the chosen replies.
+Online DPO: the same loss, but every step samples 4 replies for 8 fresh prompts from the current policy and pairs a
+right reply with a wrong one (dpo.make_online_pair_batch_fn), 300 steps of 8 pairs, beta 0.1.
 GRPO: the lab 09 recipe (8 prompts x 8 samples per round, accuracy + format + digits rewards, beta 0.04), 300 s.
 Both are scored by greedy exact match on the same 200 held-out (test-split) addition problems.
 
@@ -47,6 +49,16 @@ def run_dpo(tok, tasks, lr: float, sft_weight: float) -> tuple[float, float]:
     return held_out_accuracy(model, tok, tasks), run.seconds
 
 
+def run_online_dpo(tok, tasks, lr: float) -> tuple[float, float]:
+    model, _ = cu.load_model(str(SFT_DIR), device="cpu")
+    ref = dpo.frozen_copy(model)
+    train_tasks = data.make_tasks(4000, "train", seed=0, families=["addition"])
+    batch_fn = dpo.make_online_pair_batch_fn(model, tok, train_tasks, 8, group_size=4, seed=0)
+    run = train(model, dpo.make_loss_fn(dpo.PreferenceConfig("dpo", beta=0.1), ref), batch_fn,
+                TrainConfig(steps=300, lr=lr, warmup=15))
+    return held_out_accuracy(model, tok, tasks), run.seconds
+
+
 def run_grpo(tok, tasks, lr: float, seconds: float) -> tuple[float, float]:
     policy, _ = cu.load_model(str(SFT_DIR), device="cpu")
     cfg = grpo.GRPOConfig(steps=10_000, prompts_per_step=8, group_size=8, max_new_tokens=40, lr=lr, num_iterations=2,
@@ -59,7 +71,7 @@ def run_grpo(tok, tasks, lr: float, seconds: float) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["dpo", "grpo"], default=None)
+    parser.add_argument("--only", choices=["dpo", "online", "grpo"], default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--grpo-seconds", type=float, default=300.0)
     args = parser.parse_args()
@@ -72,6 +84,10 @@ def main() -> None:
             for sft_weight in (0.0, 1.0):
                 acc, secs = run_dpo(tok, tasks, lr, sft_weight)
                 print(f"DPO  lr {lr:.0e} sft_weight {sft_weight:.0f}: accuracy {acc:.3f} ({secs:.0f} s)", flush=True)
+    if args.only in (None, "online"):
+        for lr in (1e-5, 3e-5, 1e-4):
+            acc, secs = run_online_dpo(tok, tasks, lr)
+            print(f"online DPO lr {lr:.0e}: accuracy {acc:.3f} ({secs:.0f} s)", flush=True)
     if args.only in (None, "grpo"):
         for lr in (5e-5, 3e-4):
             t0 = time.time()

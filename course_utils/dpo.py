@@ -6,6 +6,8 @@
     losses, r_c, r_r = dpo_loss(*logps.chunk(2), *ref_logps.chunk(2), beta=0.1)
 
 DPO: Rafailov et al. 2023, "Direct Preference Optimization" (arXiv:2305.18290).
+Online DPO (fresh pairs sampled from the policy being trained): Guo et al. 2024, "Direct Language Model Alignment
+from Online AI Feedback" (arXiv:2402.04792).
 SimPO: Meng, Xia and Chen 2024, "SimPO: Simple Preference Optimization with a Reference-Free Reward" (arXiv:2405.14734).
 Batches hold the chosen completions first, then the rejected ones (as in trl), so `x.chunk(2)` splits them.
 """
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import TASK_FAMILIES, Task, check_answer, make_tasks
+from .grpo import sample_completions
 from .train import random_batches
 
 # ---- preference data ----------------------------------------------------------------------------
@@ -36,7 +39,9 @@ class PreferencePair:
     chosen: str
     rejected: str
     family: str
-    source: str = "wrong"  # "wrong" (a rule-made wrong answer), "style" (right answer, wrong style), "model" (own reply)
+    # "wrong" (a rule-made wrong answer), "style" (right answer, wrong style), "model" (the model's own greedy reply),
+    # "sampled" (both replies sampled from the model: a right one over a wrong one)
+    source: str = "wrong"
 
 
 def _wrong_addition(task: Task, rng: random.Random) -> str:
@@ -157,6 +162,54 @@ def model_mistake_pairs(model, tokenizer, tasks: list[Task], *, template: str = 
     replies = [r.strip() for r in generate_replies(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=max_new_tokens)]
     return [PreferencePair(t.prompt, template.format(t.reply), r, t.family, "model")
             for t, r in zip(tasks, replies) if r and r != template.format(t.reply)]
+
+
+def sampled_pairs(model, tokenizer, tasks: list[Task], group_size: int = 4, *, max_new_tokens: int = 40,
+                  temperature: float = 1.0, generator: torch.Generator | None = None) -> list[PreferencePair]:
+    """Pairs from the model's own samples: `group_size` replies per task; where some are right and some wrong
+    (data.check_answer), the first right one is chosen over the first wrong one. Tasks without both give no pair."""
+    if not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise ValueError("tasks must be a non-empty list of data.Task")
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
+        raise ValueError(f"group_size must be an int >= 2 (a pair needs two samples), got {group_size!r}")
+    rollout = sample_completions(model, tokenizer, [t.prompt for t in tasks], group_size, max_new_tokens,
+                                 temperature=temperature, generator=generator)
+    pairs = []
+    for i, task in enumerate(tasks):
+        replies = [r.strip() for r in rollout.texts[i * group_size:(i + 1) * group_size]]
+        right = [r for r in replies if check_answer(task, r)]
+        wrong = [r for r in replies if r and not check_answer(task, r)]
+        if right and wrong:
+            pairs.append(PreferencePair(task.prompt, right[0], wrong[0], task.family, "sampled"))
+    return pairs
+
+
+def make_online_pair_batch_fn(model, tokenizer, tasks: list[Task], batch_size: int, *, group_size: int = 4,
+                              max_new_tokens: int = 40, seed: int = 0, max_draws: int = 20) -> Callable:
+    """Online DPO data source for train.train: step -> `batch_size` fresh pairs sampled from `model` as it is now.
+
+    Each draw samples `group_size` replies for `batch_size` random prompts from `tasks` (sampled_pairs) until there are
+    `batch_size` pairs. The prompts and sampling noise depend only on (seed, step), so a resumed run draws alike.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise ValueError("tasks must be a non-empty list of data.Task")
+
+    def batch(step: int) -> dict[str, torch.Tensor]:
+        rng = random.Random(seed * 1_000_003 + step)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        pairs: list[PreferencePair] = []
+        for _ in range(max_draws):
+            drawn = [tasks[rng.randrange(len(tasks))] for _ in range(batch_size)]
+            pairs += sampled_pairs(model, tokenizer, drawn, group_size, max_new_tokens=max_new_tokens, generator=generator)
+            if len(pairs) >= batch_size:
+                return collate_pairs(tokenize_pairs(tokenizer, pairs[:batch_size]), tokenizer.pad_token_id)
+        raise RuntimeError(f"only {len(pairs)} of {batch_size} pairs after {max_draws} draws of {batch_size} prompts: "
+                           "the model's samples are almost all right or all wrong on these tasks. Use tasks it solves "
+                           "sometimes, a larger group_size, or offline pairs (make_preference_pairs).")
+
+    return batch
 
 
 # ---- tokenization ---------------------------------------------------------------------------------

@@ -312,3 +312,47 @@ def test_style_pairs_and_parse_reply():
         dpo.make_preference_pairs(3, template="Answer")
     with pytest.raises(ValueError, match=r"style_fraction must be in \[0, 1\], got 2"):
         dpo.make_preference_pairs(3, style_fraction=2)
+
+
+# ---- online DPO: pairs sampled from the policy ------------------------------------------------------------
+
+def _sft_model():
+    from course_utils import load_model
+    from course_utils.models import REPO_ROOT
+
+    return load_model(str(REPO_ROOT / "data" / "course-tiny-sft"), device="cpu")
+
+
+def test_sampled_pairs_put_one_of_the_models_right_samples_over_a_wrong_one():
+    from course_utils.grpo import sample_completions
+
+    model, tok = _sft_model()
+    tasks = make_tasks(16, "train", seed=7, families=["addition"])
+    pairs = dpo.sampled_pairs(model, tok, tasks, 4, generator=torch.Generator().manual_seed(0))
+    assert pairs, "the SFT model samples both right and wrong sums on some of 16 addition prompts"
+    rollout = sample_completions(model, tok, [t.prompt for t in tasks], 4, 40, generator=torch.Generator().manual_seed(0))
+    groups = {t.prompt: (t, [s.strip() for s in rollout.texts[4 * i:4 * i + 4]]) for i, t in enumerate(tasks)}
+    for p in pairs:
+        task, samples = groups[p.prompt]
+        assert p.source == "sampled" and p.chosen in samples and p.rejected in samples, (p, samples)
+        assert task.answer == p.chosen.split(" so ")[-1] and task.answer != p.rejected.split(" so ")[-1], p
+    n_mixed = sum(any(check_answer(t, s) for s in ss) and not all(check_answer(t, s) for s in ss) for t, ss in groups.values())
+    assert len(pairs) == n_mixed
+
+
+def test_online_batches_are_fresh_per_step_and_reproducible():
+    model, tok = _sft_model()
+    tasks = make_tasks(500, "train", seed=0, families=["addition"])
+    batch_fn = dpo.make_online_pair_batch_fn(model, tok, tasks, 4, seed=1)
+    b0, b1 = batch_fn(0), batch_fn(1)
+    assert b0["input_ids"].shape[0] == 8 and b0["loss_mask"].any(1).all()
+    assert torch.equal(batch_fn(0)["input_ids"], b0["input_ids"])  # same step, same weights: same batch (resume)
+    assert tok.batch_decode(b0["input_ids"]) != tok.batch_decode(b1["input_ids"])
+    never = [Task("addition", t.prompt, "never", t.work) for t in tasks[:8]]  # no sample can be right
+    assert dpo.sampled_pairs(model, tok, never, 2) == []
+    with pytest.raises(RuntimeError, match=r"only 0 of 4 pairs after 2 draws"):
+        dpo.make_online_pair_batch_fn(model, tok, never, 4, max_draws=2)(0)
+    with pytest.raises(ValueError, match=r"group_size must be an int >= 2 \(a pair needs two samples\), got 1"):
+        dpo.sampled_pairs(model, tok, tasks[:2], 1)
+    with pytest.raises(ValueError, match=r"batch_size must be a positive int, got 0"):
+        dpo.make_online_pair_batch_fn(model, tok, tasks, 0)
