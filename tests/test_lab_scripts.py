@@ -125,3 +125,20 @@ def test_dpo_torchrun_two_ranks_match_one_process(tmp_path):
     assert len(two) == len(one["losses"]) and diff < 1e-4, f"max_diff {diff:.3g}: {two} vs {one['losses']}"
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == sorted(
         p.name for p in (tmp_path / "one" / "checkpoints").iterdir())
+
+
+def test_dpo_script_online_samples_pairs_and_resumes_like_an_uninterrupted_run(tmp_path):
+    """Online DPO pairs depend only on (seed, step) and the weights, so a resumed run draws what the full run drew."""
+    config = LABS["dpo"][1]
+    kw = dict(online=True, n_pairs=1, steps=3, save_every=1, log_every=0, eval_tasks=8)
+    full = dpo_lab.run(dpo_lab.load_config(config, out_dir=str(tmp_path / "full"), **kw), resume=False)
+    dpo_lab.run(dpo_lab.load_config(config, out_dir=str(tmp_path / "cut"), **kw), resume=False, stop_at_step=1)
+    resumed = dpo_lab.run(dpo_lab.load_config(config, out_dir=str(tmp_path / "cut"), **kw))
+    assert full["n_pairs"] == 0 and resumed["resumed_from"] == 1 and resumed["step"] == 3
+    assert max(abs(a - b) for a, b in zip(full["losses"], resumed["losses"])) < WEIGHT_TOL, (full["losses"], resumed["losses"])
+    acc = full["held_out_accuracy"]
+    assert set(acc) == {"before", "after"} and all(0 <= v <= 1 for v in acc.values()), acc
+    with pytest.raises(ValueError, match=r"online_families must be a non-empty list from .*got \['algebra'\]"):
+        dpo_lab.load_config(None, online_families=["algebra"])
+    with pytest.raises(ValueError, match=r"group_size must be an int >= 2, got 1"):
+        dpo_lab.load_config(None, group_size=1)

@@ -7,6 +7,8 @@
 The policy starts from `model` (by default the SFT checkpoint data/course-tiny-sft, as in notebook 08); the DPO
 reference is a frozen copy of that starting model, also after a resume. `global_batch_size` pairs per step are
 split evenly over the processes (each rank's loss is the mean over its pairs, so the rank average is the global mean).
+With `"online": true` the pairs are sampled from the policy at every step (notebook 08, section 8.8): each process
+samples its own share, on train prompts of `online_families`.
 A run resumes from the latest complete checkpoint in <out_dir>/checkpoints unless --no-resume is given.
 """
 
@@ -16,14 +18,14 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from . import process_device, read_config
 from .. import dpo
-from ..data import make_tasks
+from ..data import TASK_FAMILIES, make_eval_tasks, make_tasks
 from ..train import TrainConfig, train
 from .sft import init_distributed
 
@@ -35,6 +37,9 @@ class DPOLabConfig:
     model: str = "course-tiny-sft"  # a folder under data/, a load_model name, a local folder or a hub id
     n_pairs: int = 3000  # rule-made preference pairs (train split)
     n_policy: int = 0  # extra on-policy pairs from the model's own wrong replies (greedy generation; 0 = none)
+    online: bool = False  # online DPO: fresh pairs sampled from the policy every step (n_pairs, n_policy unused)
+    online_families: list[str] = field(default_factory=lambda: ["addition"])  # online DPO prompts (train split)
+    group_size: int = 4  # online DPO: replies sampled per prompt
     steps: int = 100  # optimizer steps
     global_batch_size: int = 8  # pairs per step, summed over all processes
     grad_accum: int = 1  # micro-batches per step (each process)
@@ -49,6 +54,7 @@ class DPOLabConfig:
     keep_last: int = 2  # checkpoints kept on disk
     log_every: int = 10  # print the loss every N steps (0 = silent)
     eval_pairs: int = 0  # held-out test pairs for reward accuracy / KL at the end (0 = skip)
+    eval_tasks: int = 0  # held-out test tasks per trained family: greedy exact match before and after (0 = skip)
     save_final: bool = True  # write <out_dir>/final with save_pretrained (rank 0)
     device: str = "cpu"  # "cpu", "cuda" or "auto"
     seed: int = 0
@@ -58,8 +64,16 @@ class DPOLabConfig:
 def load_config(path: str | os.PathLike | None, **overrides) -> DPOLabConfig:
     """DPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
     cfg = read_config(DPOLabConfig, path, overrides, ("n_pairs", "steps", "global_batch_size", "grad_accum"))
-    if not isinstance(cfg.n_policy, int) or cfg.n_policy < 0:
-        raise ValueError(f"n_policy must be an int >= 0, got {cfg.n_policy!r}")
+    for name in ("n_policy", "eval_pairs", "eval_tasks"):
+        if isinstance(getattr(cfg, name), bool) or not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.online, bool):
+        raise ValueError(f"online must be true or false, got {cfg.online!r}")
+    families = cfg.online_families
+    if not isinstance(families, list) or not families or any(f not in TASK_FAMILIES for f in families):
+        raise ValueError(f"online_families must be a non-empty list from {list(TASK_FAMILIES)}, got {families!r}")
+    if isinstance(cfg.group_size, bool) or not isinstance(cfg.group_size, int) or cfg.group_size < 2:
+        raise ValueError(f"group_size must be an int >= 2, got {cfg.group_size!r}")
     if cfg.method not in dpo.PREFERENCE_METHODS:
         raise ValueError(f"method must be one of {list(dpo.PREFERENCE_METHODS)}, got {cfg.method!r}")
     return cfg
@@ -96,14 +110,23 @@ def run(cfg: DPOLabConfig, *, resume: bool = True, stop_at_step: int | None = No
                          f"= {world} x {cfg.grad_accum}")
     dev = process_device(cfg, world)
     model, tok = load_model(resolve_model(cfg.model), device=dev)
-    pairs = dpo.make_preference_pairs(cfg.n_pairs, "train", seed=cfg.seed)
-    if cfg.n_policy:
-        pairs += dpo.model_mistake_pairs(model, tok, make_tasks(cfg.n_policy, "train", seed=cfg.seed + 5))
-    examples = dpo.tokenize_pairs(tok, pairs)
     pcfg = dpo.PreferenceConfig(cfg.method, beta=cfg.beta, gamma=cfg.gamma, label_smoothing=cfg.label_smoothing)
     ref_model = dpo.frozen_copy(model) if cfg.method == "dpo" else None  # the starting policy, before any resume
     micro = cfg.global_batch_size // cfg.grad_accum  # pairs per micro-step over all ranks
-    batch_fn = shard_pairs(dpo.make_pair_batch_fn(examples, micro, tok.pad_token_id, seed=cfg.seed), rank, world)
+    eval_families = cfg.online_families if cfg.online else list(TASK_FAMILIES)
+    held_tasks = make_eval_tasks(cfg.eval_tasks, "test", seed=cfg.seed + 1, families=eval_families) if cfg.eval_tasks else []
+    if cfg.online:  # each rank samples its own pairs with its own seed
+        pairs = []
+        train_tasks = make_tasks(4000, "train", seed=cfg.seed, families=cfg.online_families)
+        batch_fn = dpo.make_online_pair_batch_fn(model, tok, train_tasks, micro // world, group_size=cfg.group_size,
+                                                 seed=cfg.seed + 1009 * rank)
+    else:
+        pairs = dpo.make_preference_pairs(cfg.n_pairs, "train", seed=cfg.seed)
+        if cfg.n_policy:
+            pairs += dpo.model_mistake_pairs(model, tok, make_tasks(cfg.n_policy, "train", seed=cfg.seed + 5))
+        examples = dpo.tokenize_pairs(tok, pairs)
+        batch_fn = shard_pairs(dpo.make_pair_batch_fn(examples, micro, tok.pad_token_id, seed=cfg.seed), rank, world)
+    before = dpo.evaluate_replies(model, tok, held_tasks)["accuracy"] if held_tasks and rank == 0 else None
     out = Path(cfg.out_dir)
     tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, grad_accum=cfg.grad_accum,
                        log_every=cfg.log_every, checkpoint_dir=out / "checkpoints", save_every=cfg.save_every or cfg.steps,
@@ -118,6 +141,8 @@ def run(cfg: DPOLabConfig, *, resume: bool = True, stop_at_step: int | None = No
         if cfg.eval_pairs:
             held = dpo.tokenize_pairs(tok, dpo.make_preference_pairs(cfg.eval_pairs, "test", seed=cfg.seed + 1))
             summary["held_out"] = dpo.evaluate_pairs(model, held, tok.pad_token_id, ref_model=ref_model, beta=cfg.beta)
+        if held_tasks:
+            summary["held_out_accuracy"] = {"before": before, "after": dpo.evaluate_replies(model, tok, held_tasks)["accuracy"]}
         (out / "losses.json").write_text(json.dumps(result.losses))
         (out / "metrics.json").write_text(json.dumps(result.metrics))
         if cfg.save_final and result.step == cfg.steps:
@@ -140,8 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         shown = {k: summary[k] for k in ("world_size", "step", "resumed_from", "seconds")}
         shown["final_loss"] = round(summary["losses"][-1], 4)
         shown["reward_acc"] = round(summary["metrics"][-1].get("acc", float("nan")), 3)
-        if "held_out" in summary:
-            shown["held_out"] = {k: round(v, 3) for k, v in summary["held_out"].items()}
+        for key in ("held_out", "held_out_accuracy"):
+            if key in summary:
+                shown[key] = {k: round(v, 3) for k, v in summary[key].items()}
         print(json.dumps(shown))
     import torch.distributed as dist
 
