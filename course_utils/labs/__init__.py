@@ -10,11 +10,13 @@ from pathlib import Path
 
 import torch
 
+from ..data import TASK_FAMILIES
 
-def read_config(cls, path: str | os.PathLike | None, overrides: dict, positive_ints: tuple[str, ...] = ()):
+
+def read_config(cls, path: str | os.PathLike | None, overrides: dict, min_ints: dict[str, int] | None = None):
     """A `cls` dataclass from a JSON file (unknown keys are an error), then non-None overrides.
 
-    Fields named in `positive_ints` must be ints >= 1.
+    min_ints: {field: smallest allowed value} for fields that must be ints, e.g. {"steps": 1, "n_policy": 0}.
     """
     values = json.loads(Path(path).read_text()) if path else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -23,11 +25,18 @@ def read_config(cls, path: str | os.PathLike | None, overrides: dict, positive_i
     if unknown:
         raise ValueError(f"config has unknown keys {unknown}; allowed: {sorted(known)}")
     cfg = cls(**values)
-    for name in positive_ints:
+    for name, low in (min_ints or {}).items():
         value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            allowed = "a positive int" if low == 1 else f"an int >= {low}"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
     return cfg
+
+
+def check_families(name: str, families) -> None:
+    """A config's task-family list must be a non-empty list of data.TASK_FAMILIES names."""
+    if not isinstance(families, list) or not families or not set(families) <= set(TASK_FAMILIES):
+        raise ValueError(f"{name} must be a non-empty list from {list(TASK_FAMILIES)}, got {families!r}")
 
 
 def process_device(cfg, world: int) -> torch.device:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import process_device, read_config
+from . import check_families, process_device, read_config
 from .. import dpo
 from ..data import TASK_FAMILIES, make_eval_tasks, make_tasks
 from ..train import TrainConfig, train
@@ -63,17 +63,11 @@ class DPOLabConfig:
 
 def load_config(path: str | os.PathLike | None, **overrides) -> DPOLabConfig:
     """DPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
-    cfg = read_config(DPOLabConfig, path, overrides, ("n_pairs", "steps", "global_batch_size", "grad_accum"))
-    for name in ("n_policy", "eval_pairs", "eval_tasks"):
-        if isinstance(getattr(cfg, name), bool) or not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {getattr(cfg, name)!r}")
+    cfg = read_config(DPOLabConfig, path, overrides, {"n_pairs": 1, "steps": 1, "global_batch_size": 1, "grad_accum": 1,
+                                                      "n_policy": 0, "eval_pairs": 0, "eval_tasks": 0, "group_size": 2})
     if not isinstance(cfg.online, bool):
         raise ValueError(f"online must be true or false, got {cfg.online!r}")
-    families = cfg.online_families
-    if not isinstance(families, list) or not families or any(f not in TASK_FAMILIES for f in families):
-        raise ValueError(f"online_families must be a non-empty list from {list(TASK_FAMILIES)}, got {families!r}")
-    if isinstance(cfg.group_size, bool) or not isinstance(cfg.group_size, int) or cfg.group_size < 2:
-        raise ValueError(f"group_size must be an int >= 2, got {cfg.group_size!r}")
+    check_families("online_families", cfg.online_families)
     if cfg.method not in dpo.PREFERENCE_METHODS:
         raise ValueError(f"method must be one of {list(dpo.PREFERENCE_METHODS)}, got {cfg.method!r}")
     return cfg

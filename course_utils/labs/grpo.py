@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from . import process_device, read_config
+from . import check_families, process_device, read_config
 from .. import grpo
-from ..data import TASK_FAMILIES, make_eval_tasks, make_tasks
+from ..data import make_eval_tasks, make_tasks
 from ..rewards import ALL_REWARD_FUNCS, REWARD_FUNCS
 from ..train import _prune
 from .dpo import resolve_model
@@ -69,11 +69,10 @@ _GRPO_FIELDS = ("steps", "prompts_per_step", "group_size", "max_new_tokens", "te
 
 def load_config(path: str | os.PathLike | None, **overrides) -> GRPOLabConfig:
     """GRPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
-    cfg = read_config(GRPOLabConfig, path, overrides, ("n_train",))
+    cfg = read_config(GRPOLabConfig, path, overrides, {"n_train": 1})
     if cfg.rewards not in REWARD_SETS:
         raise ValueError(f"rewards must be one of {list(REWARD_SETS)}, got {cfg.rewards!r}")
-    if not isinstance(cfg.families, list) or not cfg.families or not set(cfg.families) <= set(TASK_FAMILIES):
-        raise ValueError(f"families must be a non-empty list drawn from {list(TASK_FAMILIES)}, got {cfg.families!r}")
+    check_families("families", cfg.families)
     grpo._check_config(grpo_config(cfg))  # steps, group_size, lr, loss_type, ... named as cfg.<field>
     return cfg
 

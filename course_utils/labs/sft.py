@@ -53,7 +53,8 @@ class SFTLabConfig:
 
 def load_config(path: str | os.PathLike | None, **overrides) -> SFTLabConfig:
     """SFTLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
-    return read_config(SFTLabConfig, path, overrides, ("n_train", "steps", "global_batch_size", "grad_accum"))
+    return read_config(SFTLabConfig, path, overrides,
+                       {"n_train": 1, "steps": 1, "global_batch_size": 1, "grad_accum": 1})
 
 
 def init_distributed() -> tuple[int, int]:
