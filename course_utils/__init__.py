@@ -1,11 +1,12 @@
 """course_utils: the heavy lifting behind the LLM course notebooks (one concept per module).
 
 Modules in lecture order: env, models, data, pretrain · attention (01) · norms (02) · positional (03) · moe (04) ·
-decoding (05) · lora, memory (06) · sft, train (07) · dpo (08) · grpo, rewards (09) · plotting, widgets, exercises.
+decoding (05) · lora, memory (06) · sft, train (07) · dpo (08) · grpo, rewards (09) · plotting, widgets, exercises ·
+stats, book (error bars for the lesson checks, and your numbers next to the stored ones).
 """
 
-from . import (attention, decoding, dpo, exercises, grpo, lora, memory, moe, norms, positional,  # noqa: F401
-               rewards, sft, train)
+from . import (attention, book, decoding, dpo, exercises, grpo, lora, memory, moe, norms, positional,  # noqa: F401
+               rewards, sft, stats, train)
 from .env import Profile, device, doctor, profile, seed_everything  # noqa: F401
 from .models import load_model  # noqa: F401
 from .attention import (Attention, KVCache, attention_entropy, causal_mask, kv_cache_bytes,  # noqa: F401
@@ -22,4 +23,6 @@ from .sft import build_sft_example, sft_loss  # noqa: F401
 from .train import TrainConfig  # noqa: F401
 from .dpo import dpo_loss, sequence_logprobs, simpo_loss  # noqa: F401
 from .grpo import GRPOConfig, grpo_loss, group_advantages, k3_kl, train_grpo  # noqa: F401
+from .stats import binomial_ci, check_above, check_gain, check_seeds  # noqa: F401
+from .book import compare_with_book  # noqa: F401
 from .widgets import attention_explorer, decoding_explorer, memory_explorer  # noqa: F401

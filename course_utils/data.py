@@ -118,10 +118,23 @@ def _sort(rng: random.Random) -> Task:
     return Task("sort", "Sort these numbers: " + " ".join(map(str, nums)) + ".", " ".join(map(str, sorted(nums))))
 
 
+COUNT_ANSWERS = ("0", "1", "2", "3+")  # answer buckets drawn with equal probability (3+ holds 3 and 4)
+
+
 def _count(rng: random.Random) -> Task:
-    word = rng.choice(WORDS)
-    letter = rng.choice(sorted(set(word)) + ["a", "e", "o"])
-    return Task("count", f"How many times does the letter {letter} appear in {word}?", str(word.count(letter)))
+    """Count a letter in one or two words; the answer is drawn uniformly from COUNT_ANSWERS first.
+
+    Drawing the answer first keeps the family honest: in single words most letters appear once, so a model that
+    always says "1" would score about 70% (the majority-answer baseline every accuracy is shown against).
+    """
+    bucket = rng.choice(COUNT_ANSWERS)
+    for _ in range(10_000):
+        text = " ".join(rng.sample(WORDS, rng.randint(1, 2)))
+        letter = rng.choice(sorted(set(text) - {" "}) + ["a", "e", "o", "u"])
+        n = text.count(letter)
+        if str(n) == bucket or (bucket == "3+" and n >= 3):
+            return Task("count", f"How many times does the letter {letter} appear in {text}?", str(n))
+    raise RuntimeError(f"no count task with answer {bucket} found")  # unreachable with the course word list
 
 
 def _format(rng: random.Random) -> Task:

@@ -311,7 +311,7 @@ def evaluate_policy(model, tokenizer, tasks: Sequence[Task], *, n_samples: int =
 
     Returns {"greedy" or "first": acc, "majority": acc, "likelihood": acc (best-of-N by the model's own mean
     log-prob), "oracle": pass@N (best-of-N with the answer checker), "digits": partial credit of the first answer,
-    "tokens": generated tokens per task}.
+    "tokens": generated tokens per task, "correct": 0/1 per task of the greedy or first answer (for error bars)}.
     """
     if not tasks or not all(isinstance(t, Task) for t in tasks):
         raise ValueError("tasks must be a non-empty list of data.Task")
@@ -320,8 +320,8 @@ def evaluate_policy(model, tokenizer, tasks: Sequence[Task], *, n_samples: int =
     if n_samples > 1 and temperature == 0:
         raise ValueError("temperature must be > 0 when n_samples > 1 (greedy samples are all the same)")
     gen = torch.Generator().manual_seed(seed)
-    first = maj = lik = orc = digits = 0.0
-    tokens = 0
+    maj = lik = orc = digits = 0.0
+    tokens, correct = 0, []
     for i in range(0, len(tasks), batch_prompts):
         chunk = list(tasks[i:i + batch_prompts])
         ro = sample_completions(model, tokenizer, [t.prompt for t in chunk], n_samples, max_new_tokens,
@@ -334,15 +334,15 @@ def evaluate_policy(model, tokenizer, tasks: Sequence[Task], *, n_samples: int =
         for j, t in enumerate(chunk):
             texts = ro.texts[j * n_samples:(j + 1) * n_samples]
             ok = [check_answer(t, x) for x in texts]
-            first += ok[0]
+            correct.append(int(ok[0]))
             digits += digits_reward(texts[:1], [t.answer])[0]
             maj += majority_answer(texts) == t.answer
             orc += any(ok)
             lik += ok[int(score[j].argmax())] if score is not None else ok[0]
     n = len(tasks)
     key = "greedy" if temperature == 0 else "first"
-    return {key: first / n, "majority": maj / n, "likelihood": lik / n, "oracle": orc / n, "digits": digits / n,
-            "tokens": tokens / n}
+    return {key: sum(correct) / n, "majority": maj / n, "likelihood": lik / n, "oracle": orc / n, "digits": digits / n,
+            "tokens": tokens / n, "correct": correct}
 
 
 # ---- the training loop ------------------------------------------------------------------------------

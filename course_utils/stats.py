@@ -1,0 +1,191 @@
+"""Error bars for the lesson checks: binomial intervals, paired comparisons, and seeds' spread.
+
+A notebook that says "GRPO raised accuracy" follows it with a check cell that calls `check_gain`: it prints both
+accuracies with 95 % intervals and the gain with its standard error, and asserts the gain is at least `min_z`
+standard errors, except in the `ci` profile, whose sizes are too small to show an effect (it only checks the numbers
+are sane there and says so).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Sequence
+
+from . import book
+from .env import profile
+
+def _z(level: float) -> float:
+    """Two-sided normal quantile: 1.96 for level 0.95."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    return NormalDist().inv_cdf(0.5 + level / 2)
+
+
+def binomial_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a proportion (better than p ± 2 SE near 0 and 1).
+
+    >>> [round(x, 3) for x in binomial_ci(8, 10)]
+    [0.49, 0.943]
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n={n}], got {successes!r}")
+    z = _z(level)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy p measured on n independent problems: sqrt(p (1 - p) / n)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must be in [0, 1], got {p!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    return math.sqrt(p * (1 - p) / n)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """mean(b) - mean(a) with its standard error, 95 % interval and z = diff / se."""
+
+    diff: float
+    se: float
+    low: float
+    high: float
+
+    @property
+    def z(self) -> float:
+        return self.diff / self.se if self.se > 0 else (math.inf if self.diff > 0 else -math.inf if self.diff < 0 else 0.0)
+
+
+def _as_floats(name: str, values: Sequence) -> list[float]:
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError(f"{name} must be a non-empty sequence of numbers")
+    return values
+
+
+def paired_difference(a: Sequence, b: Sequence, level: float = 0.95) -> Difference:
+    """b - a on the same items (e.g. 0/1 correctness of two models on the same problems): SE of the mean of b_i - a_i.
+
+    Pairing removes the problems both models get right or wrong, so it needs fewer problems than two separate
+    binomial errors would.
+    """
+    a, b = _as_floats("a", a), _as_floats("b", b)
+    if len(a) != len(b):
+        raise ValueError(f"a and b must have the same length (paired items), got {len(a)} and {len(b)}")
+    d = [y - x for x, y in zip(a, b)]
+    n, mean = len(d), sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
+    se, z = sd / math.sqrt(n), _z(level)
+    return Difference(mean, se, mean - z * se, mean + z * se)
+
+
+def unpaired_difference(a: Sequence, b: Sequence, level: float = 0.95) -> Difference:
+    """mean(b) - mean(a) for independent samples (different problems or seeds), Welch's standard error."""
+    a, b = _as_floats("a", a), _as_floats("b", b)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"a and b need at least 2 values each for a spread, got {len(a)} and {len(b)}")
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
+    se, z = math.sqrt(va / len(a) + vb / len(b)), _z(level)
+    return Difference(mb - ma, se, mb - ma - z * se, mb - ma + z * se)
+
+
+def mean_sd(values: Sequence) -> tuple[float, float]:
+    """Mean and sample standard deviation (e.g. of one number over several seeds)."""
+    values = _as_floats("values", values)
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((x - m) ** 2 for x in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, sd
+
+
+def majority_baseline(answers: Sequence[str]) -> tuple[str, float]:
+    """The most common answer and the accuracy of always giving it (the baseline every accuracy is shown against)."""
+    if not answers:
+        raise ValueError("answers must be a non-empty sequence")
+    answer, k = Counter(answers).most_common(1)[0]
+    return answer, k / len(answers)
+
+
+def describe_accuracy(correct: Sequence, name: str = "accuracy") -> str:
+    """'name 0.765 (153/200), 95% CI [0.702, 0.818]' from a list of 0/1 per problem."""
+    correct = [bool(c) for c in correct]
+    k, n = sum(correct), len(correct)
+    if n == 0:
+        raise ValueError("correct must be a non-empty sequence of 0/1 per problem")
+    low, high = binomial_ci(k, n)
+    return f"{name} {k / n:.3f} ({k}/{n}), 95% CI [{low:.3f}, {high:.3f}]"
+
+
+def _verdict(d: Difference, min_z: float, what: str) -> bool:
+    """Print the difference; assert it in the cpu/gpu profiles, say why not in ci. Returns whether it held."""
+    held = d.z >= min_z
+    print(f"  {what}: {d.diff:+.3f} ± {d.se:.3f} (SE), 95% CI [{d.low:+.3f}, {d.high:+.3f}], z = {d.z:.1f}")
+    if profile().name == "ci":
+        print(f"  (the ci profile is too small to show this effect; the cpu profile asserts z >= {min_z:g})")
+        return held
+    assert held, f"{what} is {d.z:.1f} standard errors, fewer than the {min_z:g} this check asks for"
+    return held
+
+
+def check_gain(before: Sequence, after: Sequence, *, names: tuple[str, str] = ("before", "after"),
+               label: str = "accuracy", min_z: float = 2.0, key: str | None = None) -> Difference:
+    """Lesson check: `after` beats `before` on the same problems (0/1 per problem) by at least `min_z` paired SEs.
+
+    Prints both accuracies with 95 % intervals and the gain; asserts outside the ci profile. `key` records the
+    two accuracies for the "compare with the book" cell.
+    """
+    if not isinstance(names, tuple) or len(names) != 2:
+        raise ValueError(f"names must be a pair of strings, got {names!r}")
+    d = paired_difference(before, after)
+    print(f"{label}, {names[0]} vs {names[1]} (n = {len(before)}, the same problems):")
+    for name, correct in zip(names, (before, after)):
+        print("  " + describe_accuracy(correct, name))
+        if key:
+            _record_accuracy(f"{key}: {name}", correct)
+    _verdict(d, min_z, f"gain of {names[1]} over {names[0]} (paired)")
+    return d
+
+
+def check_above(correct: Sequence, baseline: float, *, name: str = "model", baseline_name: str = "baseline",
+                min_z: float = 2.0, key: str | None = None) -> Difference:
+    """Lesson check: an accuracy (0/1 per problem) beats a fixed baseline rate (e.g. majority answer, chance)."""
+    correct = [float(c) for c in correct]
+    if not 0 <= baseline <= 1:
+        raise ValueError(f"baseline must be in [0, 1], got {baseline!r}")
+    n, p = len(correct), sum(correct) / max(len(correct), 1)
+    print("  " + describe_accuracy(correct, name) + f"   vs {baseline_name} {baseline:.3f}")
+    se = math.sqrt(max(p * (1 - p), baseline * (1 - baseline)) / n)  # the larger SE: no false certainty at p = 1
+    d = Difference(p - baseline, se, p - baseline - _z(0.95) * se, p - baseline + _z(0.95) * se)
+    if key:
+        _record_accuracy(f"{key}: {name}", correct)
+    _verdict(d, min_z, f"{name} minus {baseline_name}")
+    return d
+
+
+def check_seeds(a: Sequence, b: Sequence, *, names: tuple[str, str] = ("a", "b"), label: str = "value",
+                min_z: float = 2.0, key: str | None = None) -> Difference:
+    """Lesson check over seeds: mean(b) exceeds mean(a) by at least `min_z` Welch SEs (pass -x to test a drop)."""
+    d = unpaired_difference(a, b)
+    print(f"{label} over seeds:")
+    for name, values in zip(names, (a, b)):
+        m, sd = mean_sd(values)
+        print(f"  {name}: {m:.4g} ± {sd:.2g} (mean ± sd over {len(values)} seeds)")
+        if key:
+            book.record(f"{key}: {name}", m, sd / math.sqrt(len(values)))
+    _verdict(d, min_z, f"{names[1]} minus {names[0]}")
+    return d
+
+
+def _record_accuracy(key: str, correct: Sequence) -> None:
+    n = len(correct)
+    p = sum(map(float, correct)) / n
+    book.record(key, p, binomial_se(p, n))
