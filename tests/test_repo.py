@@ -45,19 +45,6 @@ def test_ci_runs_the_readme_test_command():
     assert "make lab" in readme and "make test" in readme
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb")),
-                         ids=lambda p: p.name)
-def test_notebook_is_stored_executed_in_order_without_errors(path):
-    nb = json.loads(path.read_text())
-    cells = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
-    counts = [c["execution_count"] for c in cells]
-    assert cells and None not in counts and counts == sorted(counts), f"run `make execute` ({counts})"
-    errors = [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
-    assert not errors, errors[0].get("ename")
-    first = "".join(cells[0]["source"])
-    assert "course_utils" in first and ("seed_everything" in first or "seed_everything" in "".join(cells[1]["source"]))
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_every_notebook_has_exercises_and_solutions(path):
     source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"])

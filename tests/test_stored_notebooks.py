@@ -13,7 +13,9 @@ CI_SPEAK = re.compile(r"\b(CI|nbval)\b|not compared")
 
 
 def code_cells(path):
-    return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    """Non-empty code cells (Jupyter does not execute empty ones)."""
+    cells = json.loads(path.read_text())["cells"]
+    return [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).strip()]
 
 
 def text(output) -> str:
@@ -33,6 +35,7 @@ def test_executed_top_to_bottom_in_cpu_profile_without_errors(path):
     assert counts == list(range(1, len(cells) + 1)), f"{path.name}: cells not run once each, in order: {counts}"
     errors = [i for i, c in enumerate(cells) for o in c["outputs"] if o["output_type"] == "error"]
     assert not errors, f"{path.name}: error outputs in code cells {errors}"
+    assert "seed_everything" in "".join(cells[0]["source"]), f"{path.name}: seed once in the first code cell"
     first = "".join(text(o) for o in cells[0]["outputs"])
     assert "profile: cpu" in first, f"{path.name}: the first code cell must print 'profile: cpu', printed {first!r}"
 
