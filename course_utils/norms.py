@@ -24,6 +24,11 @@ def _check_dim(name, value, minimum=1):
     return value
 
 
+def _check_std(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
 def _check_eps(eps):
     if isinstance(eps, bool) or not isinstance(eps, (int, float)):
         raise TypeError(f"eps must be a float, got {type(eps).__name__}")
@@ -282,18 +287,20 @@ class TinyLM(nn.Module):
     """A small decoder-only LM of `Block`s with learned positions, for norm-placement experiments.
 
     input_ids (B, T) -> logits (B, T, V). Pre and sandwich stacks get a final norm (post/DeepNorm end in one).
+    embed_std: std of the token and position embeddings at initialization (linear layers keep PyTorch's default).
     """
 
     def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 6, n_heads: int = 4,
-                 norm_position: str = "pre", norm: str = "layer", max_len: int = 256):
+                 norm_position: str = "pre", norm: str = "layer", max_len: int = 256, embed_std: float = 0.02):
         super().__init__()
         _check_dim("vocab_size", vocab_size, 2)
         _check_dim("n_layers", n_layers)
         _check_dim("max_len", max_len)
+        _check_std("embed_std", embed_std)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
-        nn.init.normal_(self.embed.weight, std=0.02)
-        nn.init.normal_(self.pos.weight, std=0.02)
+        nn.init.normal_(self.embed.weight, std=embed_std)  # GPT-2 style 0.02; 1.0 = unit-variance embeddings
+        nn.init.normal_(self.pos.weight, std=embed_std)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, norm_position=norm_position, norm=norm,
                                           n_layers=n_layers) for _ in range(n_layers))
         self.final_norm = NORMS[norm](d_model, 1e-6) if norm_position in ("pre", "sandwich") else nn.Identity()
@@ -322,10 +329,10 @@ def block_grad_norms(model: TinyLM) -> list[float]:
 
 
 def grad_norms_at_init(norm_position: str, n_layers: int, rows: torch.Tensor, vocab_size: int, *,
-                       d_model: int = 64, n_heads: int = 4, seed: int = 0) -> list[float]:
+                       d_model: int = 64, n_heads: int = 4, seed: int = 0, embed_std: float = 0.02) -> list[float]:
     """Per-block gradient norms of a freshly initialized TinyLM on one batch rows (B, T) of token ids."""
     torch.manual_seed(seed)
-    model = TinyLM(vocab_size, d_model, n_layers, n_heads, norm_position, max_len=rows.shape[1])
+    model = TinyLM(vocab_size, d_model, n_layers, n_heads, norm_position, max_len=rows.shape[1], embed_std=embed_std)
     lm_loss(model(rows), rows).backward()
     return block_grad_norms(model)
 

@@ -60,7 +60,7 @@ def run(path: Path, env: dict[str, str], out: Path) -> float:
     """Execute `path` into `out` with nbconvert under `env`; return the seconds it took."""
     t0 = time.time()
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
-                    "--ExecutePreprocessor.timeout=1800", f"--output={out.resolve()}", str(path)],
+                    "--ExecutePreprocessor.timeout=1800", f"--output={out.resolve()}", str(path.resolve())],
                    env={**os.environ, **env}, check=True, cwd=path.parent)
     return time.time() - t0
 
@@ -102,4 +102,4 @@ def execute(paths: list[Path]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] != "execute":
         sys.exit(__doc__)
-    execute([Path(p) for p in sys.argv[2:]])
+    execute([Path(p).resolve() for p in sys.argv[2:]])

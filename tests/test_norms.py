@@ -141,3 +141,24 @@ def test_bad_inputs_raise_clear_errors():
         N.LayerNorm(0)
     with pytest.raises(ValueError, match="d_model=10 must be divisible"):
         N.Block(10, 4)
+
+
+def test_tinylm_embed_std_sets_the_embedding_scale():
+    for std in (0.02, 1.0):
+        torch.manual_seed(0)
+        model = N.TinyLM(500, d_model=64, n_layers=2, max_len=32, embed_std=std)
+        for table in (model.embed.weight, model.pos.weight):
+            torch.testing.assert_close(table.std().item(), std, rtol=0.1, atol=0.0)
+    torch.manual_seed(0)
+    default = N.TinyLM(500, d_model=64, n_layers=2, max_len=32)
+    assert abs(default.embed.weight.std().item() - 0.02) < 0.002
+    rows = torch.randint(0, 500, (2, 16), generator=torch.Generator().manual_seed(0))
+    small = N.grad_norms_at_init("pre", 3, rows, 500, seed=1)
+    assert small == N.grad_norms_at_init("pre", 3, rows, 500, seed=1, embed_std=0.02)
+    assert small != N.grad_norms_at_init("pre", 3, rows, 500, seed=1, embed_std=1.0)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "1"])
+def test_tinylm_bad_embed_std_names_the_argument(bad):
+    with pytest.raises(ValueError, match="embed_std"):
+        N.TinyLM(500, embed_std=bad)
