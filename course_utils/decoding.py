@@ -447,13 +447,27 @@ def distinct_n(sequences: Sequence[Sequence[int]], n: int) -> float:
     return 0.0 if not grams else len(set(grams)) / len(grams)
 
 
-def ends_in_loop(tokens: Sequence[int], tail: int = 24, max_period: int = 12) -> bool:
-    """True when the last `tail` tokens are one block of at most `max_period` tokens repeated (a 'repeater' loop)."""
-    _check_int("tail", tail, 2)
-    tokens = list(tokens)[-tail:]
-    if len(tokens) < tail:
+def ends_in_loop(tokens: Sequence[int], tail: int = 24, n: int = 4, min_repeated: float = 0.8) -> bool:
+    """True when the last `tail` tokens mostly copy earlier text: at least `min_repeated` of the n-grams that start
+    in them already occurred earlier in the sequence (a 'repeater' loop, whatever its period; near-exact repeats such
+    as '... 95. Answer: 43 53 ... 95.. Answer: 43' count too).
+
+    Example: [5, 6, 7] * 10 -> True; list(range(40)) -> False. Sequences shorter than tail + n - 1 -> False.
+    """
+    _check_int("tail", tail, 1)
+    _check_int("n", n, 1)
+    _check_number("min_repeated", min_repeated, 0.0, 1.0, low_open=True)
+    tokens = list(tokens)
+    if len(tokens) < tail + n - 1:
         return False
-    return any(all(tokens[i] == tokens[i - p] for i in range(p, tail)) for p in range(1, min(max_period, tail // 2) + 1))
+    seen, repeated, total = set(), 0, 0
+    for i in range(len(tokens) - n + 1):
+        gram = tuple(tokens[i:i + n])
+        if i >= len(tokens) - tail:
+            total += 1
+            repeated += gram in seen
+        seen.add(gram)
+    return repeated >= min_repeated * total
 
 
 def repetition_report(sequences: Sequence[Sequence[int]]) -> dict:

@@ -424,37 +424,44 @@ def heldout_token_stream(tokenizer, n_tokens: int, *, seed: int = 1234) -> torch
 
 
 @torch.no_grad()
-def position_nll(model, rows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) at each position over rows (N, T): returns (T-1,)."""
+def row_position_nll(model, rows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Next-token cross-entropy (nats) of every row at every position: rows (N, T) -> (N, T-1)."""
     if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or rows.shape[1] < 2:
         raise TypeError("rows must be a (N, T) tensor of token ids with T >= 2")
     _check_pos_int("batch_size", batch_size)
     dev = next(model.parameters()).device
-    total = torch.zeros(rows.shape[1] - 1, dtype=torch.float64)
+    out = []
     for i in range(0, len(rows), batch_size):
         batch = rows[i: i + batch_size].to(dev)  # (B, T)
         logits = model(input_ids=batch).logits.float()  # (B, T, V)
         nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")  # (B, T-1)
-        total += nll.sum(0).double().cpu()
-    return (total / len(rows)).float()
+        out.append(nll.cpu())
+    return torch.cat(out)
 
 
-def dynamic_position_nll(model, rows: torch.Tensor, factor: float = 1.0, batch_size: int = 8) -> torch.Tensor:
+def position_nll(model, rows: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) at each position over rows (N, T): returns (T-1,)."""
+    return row_position_nll(model, rows, batch_size).double().mean(0).float()
+
+
+def dynamic_position_nll(model, rows: torch.Tensor, factor: float = 1.0, batch_size: int = 8,
+                         per_row: bool = False) -> torch.Tensor:
     """position_nll with dynamic NTK roughly as generation sees it: frequencies are recomputed when the text outgrows
 
     L0, 2*L0, 4*L0, ...; the tokens in (end/2, end] are scored by a forward over the first `end` tokens with the
-    frequencies chosen for length `end` (the first L0 tokens keep plain RoPE). rows (N, T) -> (T-1,).
+    frequencies chosen for length `end` (the first L0 tokens keep plain RoPE). rows (N, T) -> (T-1,), or (N, T-1)
+    with per_row=True.
     """
     L0, T = rope_settings(model)["max_position_embeddings"], rows.shape[1]
-    out = torch.empty(T - 1)
+    out = torch.empty(rows.shape[0], T - 1)
     start, end = 0, min(L0, T)
     while start < T - 1:
         set_rope_scaling(model, {"rope_type": "dynamic", "factor": factor}, seq_len=end)
-        nll = position_nll(model, rows[:, :end], batch_size)  # (end-1,)
-        out[start: end - 1] = nll[start:]
+        nll = row_position_nll(model, rows[:, :end], batch_size)  # (N, end-1)
+        out[:, start: end - 1] = nll[:, start:]
         start, end = end - 1, min(2 * end, T)
     set_rope_scaling(model, None)
-    return out
+    return out if per_row else out.double().mean(0).float()
 
 
 # The methods compared in the extrapolation lab: name -> (s = target length / trained length, L0) -> scaling.
@@ -468,12 +475,12 @@ EXTRAPOLATION_METHODS: dict[str, Callable[[float, int], dict | None]] = {
 
 
 def extrapolation_study(model, stream: torch.Tensor, multiples=(1, 2, 4, 8), methods: dict | None = None,
-                        batch_size: int = 8, return_curves: bool = False):
+                        batch_size: int = 8, return_curves: bool = False, per_row: bool = False):
     """Held-out perplexity of `model` at each multiple of its trained length, for each RoPE scaling method.
 
     stream: (n_tokens,) token ids, cut into rows of each length (the same tokens for every length).
-    Returns {method: {length: perplexity}} (and, with return_curves, {method: {length: per-position NLL (L-1,)}});
-    the model's RoPE is restored afterwards.
+    Returns {method: {length: perplexity}} (and, with return_curves, {method: {length: per-position NLL (L-1,)}},
+    or (N, L-1) per row with per_row=True); the model's RoPE is restored afterwards.
     """
     if not isinstance(stream, torch.Tensor) or stream.dim() != 1:
         raise TypeError("stream must be a 1-D tensor of token ids")
@@ -490,12 +497,12 @@ def extrapolation_study(model, stream: torch.Tensor, multiples=(1, 2, 4, 8), met
             rows = stream[: n_rows * L].view(n_rows, L)  # (N, L)
             scaling = make(m, L0)
             if scaling is not None and scaling.get("rope_type") == "dynamic":
-                nll = dynamic_position_nll(model, rows, scaling["factor"], batch_size)
+                nll = dynamic_position_nll(model, rows, scaling["factor"], batch_size, per_row=True)
             else:
                 set_rope_scaling(model, scaling, seq_len=L)
-                nll = position_nll(model, rows, batch_size)
-            table[name][L] = math.exp(nll.mean().item())
-            curves[name][L] = nll
+                nll = row_position_nll(model, rows, batch_size)  # (N, L-1)
+            table[name][L] = math.exp(nll.double().mean().item())
+            curves[name][L] = nll if per_row else nll.double().mean(0).float()
     set_rope_scaling(model, None)
     return (table, curves) if return_curves else table
 

@@ -155,6 +155,35 @@ def test_metrics_by_hand():
     assert dec.extract_answer(" 46.") == "46" and dec.extract_answer(" [CAT]. Then") == "[CAT]"
 
 
+
+def _loop_reference(tokens, tail, n, min_repeated):
+    """Brute force: for each n-gram starting in the tail, search the whole earlier text for it."""
+    if len(tokens) < tail + n - 1:
+        return False
+    starts = range(len(tokens) - tail, len(tokens) - n + 1)
+    hits = [any(tokens[j:j + n] == tokens[i:i + n] for j in range(i)) for i in starts]
+    return sum(hits) >= min_repeated * len(hits)
+
+
+def test_ends_in_loop_against_brute_force():
+    rng = torch.Generator().manual_seed(0)
+    cases = [[5, 6, 7] * 10, list(range(40)), list(range(20)) * 3, list(range(30)) + [1, 2, 3, 4] * 6]
+    cases += [torch.randint(0, k, (60,), generator=rng).tolist() for k in (2, 3, 5, 50) for _ in range(5)]
+    for tokens in cases:
+        for tail, n, frac in ((24, 4, 0.8), (24, 4, 1.0), (12, 2, 0.5), (30, 3, 0.9)):
+            assert dec.ends_in_loop(tokens, tail, n, frac) == _loop_reference(tokens, tail, n, frac), (tokens, tail, n, frac)
+    # a near-exact repeat with a period longer than the tail still counts
+    block = list(range(100, 130))
+    assert dec.ends_in_loop(block + block + block[:10]) and not dec.ends_in_loop(block + list(range(200, 230)))
+    assert not dec.ends_in_loop([1, 2, 3] * 5)  # shorter than the tail
+
+
+@pytest.mark.parametrize("kw, name", [(dict(tail=0), "tail"), (dict(n=0), "n"), (dict(min_repeated=0.0), "min_repeated"),
+                                      (dict(min_repeated=1.5), "min_repeated")])
+def test_ends_in_loop_bad_inputs(kw, name):
+    with pytest.raises(ValueError, match=name):
+        dec.ends_in_loop([1, 2, 3] * 20, **kw)
+
 def test_distribution_stats_by_hand():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]])
     stats = dec.distribution_stats(logits, dec.top_k_filter(logits, 2))

@@ -214,3 +214,24 @@ def test_bad_inputs_raise_clear_errors():
         P.alibi_slopes(0)
     with pytest.raises(ValueError, match="d must be even"):
         P.sinusoidal_positions(4, 5)
+
+
+def test_row_position_nll_matches_library_loss():
+    from course_utils import load_model
+
+    model, _ = load_model("course-tiny", device="cpu")
+    rows = torch.randint(4, 900, (3, 40), generator=torch.Generator().manual_seed(1))
+    per_row = P.row_position_nll(model, rows, batch_size=2)  # (N, T-1)
+    assert per_row.shape == (3, 39)
+    with torch.no_grad():
+        for i in range(3):  # transformers' own shifted cross-entropy, one row at a time
+            ref = model(input_ids=rows[i: i + 1], labels=rows[i: i + 1]).loss
+            _close(per_row[i].mean(), ref, atol=1e-5, what=f"row {i}")
+    _close(P.position_nll(model, rows), per_row.mean(0), atol=1e-5, what="position_nll")
+    dyn = P.dynamic_position_nll(model, rows, per_row=True)  # rows shorter than L0: plain RoPE
+    _close(dyn, per_row, atol=1e-5, what="dynamic per row")
+    _close(P.dynamic_position_nll(model, rows), per_row.mean(0), atol=1e-5, what="dynamic mean")
+    with pytest.raises(TypeError, match="rows must be a"):
+        P.row_position_nll(model, rows[0])
+    with pytest.raises(ValueError, match="batch_size"):
+        P.row_position_nll(model, rows, batch_size=0)

@@ -192,3 +192,31 @@ def test_committed_sft_checkpoint_beats_base(tiny):
     before = sft.evaluate_tasks(tiny[0], tok, tasks, max_new_tokens=16).overall
     after = sft.evaluate_tasks(tuned, tok, tasks, max_new_tokens=16).overall
     assert after >= before + 0.4, (before, after)
+
+
+def test_family_helpers_match_hand_counts():
+    """correct_by_family / majority_baselines / accuracy_table against counts done by hand on a fixed task list."""
+    T = data.Task
+    tasks = [T("count", "q1", "1"), T("count", "q2", "1"), T("count", "q3", "0"), T("sort", "q4", "1 2"),
+             T("sort", "q5", "3 4")]
+    correct = [1, 0, 1, 1, 1]
+    assert sft.correct_by_family(tasks, correct) == {"sort": [True, True], "count": [True, False, True]}
+    base = sft.majority_baselines(tasks)
+    assert base["count"] == ("1", 2 / 3) and base["sort"][1] == 0.5
+    res = sft.EvalResult({}, 0.8, [""] * 5, [bool(c) for c in correct])
+    table = sft.accuracy_table(tasks, {"run": res}).splitlines()
+    assert [line.split()[0] for line in table] == ["family", "sort", "count", "overall"]
+    # Wilson 95 % interval of 2/3 by hand: centre (p + z^2/2n) / (1 + z^2/n), z = 1.96
+    z, n, p = 1.959964, 3, 2 / 3
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    assert f"0.67 [{centre - half:.2f}, {centre + half:.2f}]" in table[2]
+    assert "0.600" in table[3] and "0.80 [" in table[3]  # overall baseline (2 + 1) / 5, accuracy 4/5
+    with pytest.raises(ValueError, match="one entry per task"):
+        sft.correct_by_family(tasks, [1, 0])
+    with pytest.raises(ValueError, match="tasks"):
+        sft.majority_baselines([])
+    with pytest.raises(ValueError, match=r"results\['run'\]"):
+        sft.accuracy_table(tasks, {"run": sft.EvalResult({}, 0.0, [], [])})
+    with pytest.raises(ValueError, match="results must be"):
+        sft.accuracy_table(tasks, {})
