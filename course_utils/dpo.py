@@ -135,7 +135,10 @@ def parse_reply(reply: str, template: str = ANSWER_TEMPLATE) -> tuple[bool, str]
 
 def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANSWER_TEMPLATE,
                      max_new_tokens: int = 40) -> dict:
-    """Greedy replies on `tasks`: style rate (follows template), accuracy (right answer, either style), mean length."""
+    """Greedy replies on `tasks`: style rate (follows template), accuracy (right answer, either style), mean length.
+
+    Also "correct" (0/1 per task, in order: for paired comparisons with stats.check_gain) and "replies".
+    """
     from .sft import generate_replies
 
     if not tasks or not all(isinstance(t, Task) for t in tasks):
@@ -148,7 +151,40 @@ def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANS
     return {"style_rate": sum(ok for ok, _ in parsed) / len(tasks), "accuracy": sum(correct) / len(tasks),
             "per_family": {f: sum(c for t, c in zip(tasks, correct) if t.family == f) / sum(t.family == f for t in tasks)
                            for f in fams},
-            "mean_tokens": sum(lengths) / len(lengths), "replies": replies}
+            "mean_tokens": sum(lengths) / len(lengths), "correct": [int(c) for c in correct], "replies": replies}
+
+
+def accuracy_table(results: dict[str, dict], tasks: list[Task]) -> str:
+    """Per-family exact match of several models on the same `tasks`, with n, 95 % intervals and baselines.
+
+    results: {model name: evaluate_replies(...) on `tasks`}. One row per family plus "all"; the `majority` column is
+    the accuracy of always giving the family's most common answer (stats.majority_baseline).
+    """
+    from .stats import binomial_ci, majority_baseline
+
+    if not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise ValueError("tasks must be a non-empty list of data.Task")
+    if not isinstance(results, dict) or not results:
+        raise ValueError("results must be a non-empty dict {name: evaluate_replies(...) output}")
+    for name, res in results.items():
+        if not isinstance(res, dict) or len(res.get("correct", ())) != len(tasks):
+            raise ValueError(f"results[{name!r}] must be an evaluate_replies output on these {len(tasks)} tasks "
+                             f"(its 'correct' list has {len(res.get('correct', ())) if isinstance(res, dict) else 0})")
+    fams = [f for f in TASK_FAMILIES if any(t.family == f for t in tasks)]
+    width = max(13, *(len(n) for n in results))
+    lines = [f"{'family':9s} {'n':>4s} {'majority':>8s}  " + "  ".join(f"{n:>{width + 8}s}" for n in results)]
+    for fam in fams + (["all"] if len(fams) > 1 else []):
+        idx = [i for i, t in enumerate(tasks) if fam in ("all", t.family)]
+        cells = []
+        for res in results.values():
+            k = sum(res["correct"][i] for i in idx)
+            low, high = binomial_ci(k, len(idx))
+            cells.append(f"{k / len(idx):.3f} [{low:.2f}, {high:.2f}]".rjust(width + 8))
+        major = majority_baseline([tasks[i].answer for i in idx])[1] if fam != "all" else \
+            sum(majority_baseline([t.answer for t in tasks if t.family == f])[1] * sum(t.family == f for t in tasks)
+                for f in fams) / len(tasks)
+        lines.append(f"{fam:9s} {len(idx):4d} {major:8.3f}  " + "  ".join(cells))
+    return "\n".join(lines)
 
 
 def model_mistake_pairs(model, tokenizer, tasks: list[Task], *, template: str = ANSWER_TEMPLATE,
@@ -468,10 +504,12 @@ def make_pair_batch_fn(examples: list[dict], batch_size: int, pad_token_id: int,
 
 @torch.no_grad()
 def evaluate_pairs(model, examples: list[dict], pad_token_id: int, *, ref_model=None, beta: float = 0.1,
-                   batch_size: int = 64) -> dict[str, float]:
+                   batch_size: int = 64, per_pair: bool = False) -> dict:
     """Held-out pair metrics: log-probs of chosen/rejected and, with ref_model, DPO reward accuracy, margin and KL.
 
     "avg_acc" (per-token average log-prob of chosen > rejected) is SimPO's ranking and needs no reference.
+    per_pair=True adds the per-pair values behind the means (lists in pair order, for standard errors):
+    "avg_correct", "logp_chosen_each", "logp_rejected_each" and, with ref_model, "dpo_correct", "margin_each".
     """
     was_training = model.training
     model.eval()
@@ -501,6 +539,12 @@ def evaluate_pairs(model, examples: list[dict], pad_token_id: int, *, ref_model=
         out["dpo_acc"] = (cat["margin"] > 0).float().mean().item()
         out["dpo_margin"] = cat["margin"].mean().item()
         out["kl"] = kl_sum / n_tok
+    if per_pair:
+        out["avg_correct"] = (cat["ac"] > cat["ar"]).int().tolist()
+        out["logp_chosen_each"], out["logp_rejected_each"] = cat["pc"].tolist(), cat["pr"].tolist()
+        if ref_model is not None:
+            out["dpo_correct"] = (cat["margin"] > 0).int().tolist()
+            out["margin_each"] = cat["margin"].tolist()
     return out
 
 

@@ -356,3 +356,47 @@ def test_online_batches_are_fresh_per_step_and_reproducible():
         dpo.sampled_pairs(model, tok, tasks[:2], 1)
     with pytest.raises(ValueError, match=r"batch_size must be a positive int, got 0"):
         dpo.make_online_pair_batch_fn(model, tok, tasks, 0)
+
+
+# ---- per-pair / per-task values behind the reported means ----------------------------------------------------
+
+def test_evaluate_pairs_per_pair_values_match_sequence_logprobs():
+    model, ref = _tiny_model(4), _tiny_model(5)
+    gen = torch.Generator().manual_seed(4)
+    ids = lambda n: torch.randint(1, 50, (n,), generator=gen).tolist()  # noqa: E731
+    examples = [{"prompt_ids": ids(3 + i % 2), "chosen_ids": ids(2 + i % 3), "rejected_ids": ids(3)} for i in range(7)]
+    out = dpo.evaluate_pairs(model, examples, 0, ref_model=ref, beta=0.3, batch_size=3, per_pair=True)
+    b = dpo.collate_pairs(examples, 0)
+    with torch.no_grad():
+        pc, pr = dpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["loss_mask"]).chunk(2)
+        rc, rr = dpo.sequence_logprobs(ref, b["input_ids"], b["attention_mask"], b["loss_mask"]).chunk(2)
+        ac, ar = dpo.sequence_logprobs(model, b["input_ids"], b["attention_mask"], b["loss_mask"], average=True).chunk(2)
+    margin = 0.3 * ((pc - rc) - (pr - rr))
+    torch.testing.assert_close(torch.tensor(out["logp_chosen_each"]), pc, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(out["logp_rejected_each"]), pr, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(out["margin_each"]), margin, atol=1e-5, rtol=0)
+    assert out["avg_correct"] == (ac > ar).int().tolist() and out["dpo_correct"] == (margin > 0).int().tolist()
+    assert abs(out["dpo_acc"] - sum(out["dpo_correct"]) / 7) < 1e-6 and abs(out["avg_acc"] - sum(out["avg_correct"]) / 7) < 1e-6
+    assert "dpo_correct" not in dpo.evaluate_pairs(model, examples, 0, per_pair=True)
+    assert "avg_correct" not in dpo.evaluate_pairs(model, examples, 0)
+
+
+def test_accuracy_table_hand_worked():
+    tasks = [Task("count", "p1", "1"), Task("count", "p2", "1"), Task("count", "p3", "2"), Task("count", "p4", "0"),
+             Task("addition", "q1", "5", "2+3"), Task("addition", "q2", "7", "3+4")]
+    table = dpo.accuracy_table({"A": {"correct": [1, 1, 0, 0, 1, 0]}, "B": {"correct": [1, 1, 1, 1, 0, 0]}}, tasks)
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert list(rows) == ["addition", "count", "all"]
+    # family, n, majority rate (count: "1" is 2 of 4; addition: each answer once; all: (2 + 1) / 6), A, [CI], B, [CI]
+    assert rows["count"][:4] == ["count", "4", "0.500", "0.500"] and rows["count"][6] == "1.000"
+    assert rows["addition"][:4] == ["addition", "2", "0.500", "0.500"] and rows["addition"][6] == "0.000"
+    assert rows["all"][:4] == ["all", "6", "0.500", "0.500"] and rows["all"][6] == "0.667"
+    from course_utils.stats import binomial_ci
+    low, high = binomial_ci(4, 6)
+    assert " ".join(rows["all"][7:9]) == f"[{low:.2f}, {high:.2f}]"
+    with pytest.raises(ValueError, match=r"results\['A'\] must be an evaluate_replies output on these 6 tasks"):
+        dpo.accuracy_table({"A": {"correct": [1]}}, tasks)
+    with pytest.raises(ValueError, match="results must be a non-empty dict"):
+        dpo.accuracy_table({}, tasks)
+    with pytest.raises(ValueError, match="tasks must be a non-empty list"):
+        dpo.accuracy_table({"A": {"correct": []}}, [])
