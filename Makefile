@@ -39,7 +39,7 @@ lab: setup
 
 # Unit/parity tests, then every notebook in the ci profile (nbval lax mode): every cell must run; the cells tagged
 # nbval-check-output (outputs that do not depend on the profile) must equal the stored cpu-profile output.
-NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=300 --sanitize-with tests/sanitize.cfg
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --sanitize-with tests/sanitize.cfg
 test: setup
 	$(CI_ENV) $(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider $(NBVAL) tests $(NOTEBOOKS)
 
