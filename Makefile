@@ -39,7 +39,7 @@ lab: setup
 
 # Unit/parity tests, then every notebook in the ci profile (nbval lax mode): every cell must run; the cells tagged
 # nbval-check-output (outputs that do not depend on the profile) must equal the stored cpu-profile output.
-NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --sanitize-with tests/sanitize.cfg
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=900 --nbval-sanitize-with tests/sanitize.cfg
 test: setup
 	$(CI_ENV) $(BIN)/python -m pytest -n 2 --dist loadfile -p no:cacheprovider $(NBVAL) tests $(NOTEBOOKS)
 
@@ -58,7 +58,7 @@ execute: setup
 # Re-run notebooks in the cpu profile and compare every output with the stored one (timings sanitized).
 verify: setup
 	COURSE_PROFILE=cpu $(OFFLINE) $(BIN)/python -m pytest -p no:cacheprovider --nbval --nbval-current-env \
-		--nbval-cell-timeout=1800 --sanitize-with tests/sanitize.cfg $(NOTEBOOKS)
+		--nbval-cell-timeout=1800 --nbval-sanitize-with tests/sanitize.cfg $(NOTEBOOKS)
 
 doctor: setup
 	$(BIN)/python -c "import sys, course_utils as cu; sys.exit(0 if cu.doctor() else 1)"

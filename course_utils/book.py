@@ -18,7 +18,7 @@ BOOK_DIR = REPO_ROOT / "notebooks" / "book"
 _live: dict[str, tuple[float, float | None]] = {}
 
 
-def record(key: str, value: float, se: float | None = None) -> float:
+def record(key: str, value: float, se: float | None = None) -> None:
     """Remember one key number of this run (se: its standard error; None for an exact, deterministic value)."""
     if not isinstance(key, str) or not key:
         raise ValueError(f"key must be a non-empty string, got {key!r}")
@@ -28,7 +28,6 @@ def record(key: str, value: float, se: float | None = None) -> float:
     if se is not None and not (math.isfinite(se) and se >= 0):
         raise ValueError(f"se for {key!r} must be a finite number >= 0 or None, got {se!r}")
     _live[key] = (value, None if se is None else float(se))
-    return value
 
 
 def _agree(book_value: float, book_se: float | None, value: float, se: float | None) -> tuple[bool, float]:

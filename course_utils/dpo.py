@@ -594,8 +594,8 @@ def trl_dpo_train(model, tokenizer, pairs: list[PreferencePair], output_dir: str
                          per_device_train_batch_size=batch_size, gradient_accumulation_steps=1,
                          lr_scheduler_type="constant", warmup_steps=0, logging_steps=logging_steps, save_strategy="no",
                          report_to="none", disable_tqdm=True, seed=seed, data_seed=seed,
-                         use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, max_length=None,
-                         dataloader_num_workers=0)
+                         use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, gradient_checkpointing=False,
+                         max_length=None, dataloader_num_workers=0)
         if quiet:
             from datasets.utils.logging import disable_progress_bar
             from transformers import PrinterCallback
