@@ -11,7 +11,7 @@ LECTURES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NOTEBOOKS = LECTURES + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 # "CI" alone may be a confidence interval; these phrases are about the test machinery.
 # Stored from the ci profile until their cpu run fits the budget and passes its checks (see the notebook's first cell).
-CPU_RUN_PENDING = {"03_positional_encoding", "03_positional_encoding_solutions", "04_moe", "04_moe_solutions",
+CPU_RUN_PENDING = {"04_moe", "04_moe_solutions",
                    "07_sft_lab", "07_sft_lab_solutions"}
 CI_SPEAK = re.compile(r"nbval|not compared|\b(so|by|in|for|the) CI\b|\bCI (notices|runs|checks)\b")
 
