@@ -10,8 +10,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LECTURES = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NOTEBOOKS = LECTURES + sorted((ROOT / "notebooks" / "solutions").glob("*.ipynb"))
 # "CI" alone may be a confidence interval; these phrases are about the test machinery.
-# Stored from the ci profile until their cpu run fits the budget and passes its checks (see the notebook's first cell).
-CPU_RUN_PENDING: set[str] = set()
 CI_SPEAK = re.compile(r"nbval|not compared|\b(so|by|in|for|the) CI\b|\bCI (notices|runs|checks)\b")
 
 
@@ -40,14 +38,11 @@ def test_executed_top_to_bottom_in_cpu_profile_without_errors(path):
     assert not errors, f"{path.name}: error outputs in code cells {errors}"
     assert "seed_everything" in "".join(cells[0]["source"]), f"{path.name}: seed once in the first code cell"
     first = "".join(text(o) for o in cells[0]["outputs"])
-    profile = "ci" if path.stem in CPU_RUN_PENDING else "cpu"
-    assert f"profile: {profile}" in first, f"{path.name}: the first code cell must print 'profile: {profile}', printed {first!r}"
+    assert "profile: cpu" in first, f"{path.name}: the first code cell must print 'profile: cpu', printed {first!r}"
 
 
 @pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.name)
 def test_closes_with_the_book_comparison(path):
-    if path.stem in CPU_RUN_PENDING:
-        pytest.skip(f"{path.name}: its cpu run is not stored yet, so there are no book numbers")
     book = ROOT / "notebooks" / "book" / f"{path.stem}.json"
     assert book.exists(), f"{book} missing: run `make execute NOTEBOOKS={path.relative_to(ROOT)}`"
     stored = json.loads(book.read_text())
@@ -70,8 +65,6 @@ def test_readme_minutes_are_the_measured_ones():
     """The README's minutes column is what `make execute` measured (notebooks/book/NN.json)."""
     readme = (ROOT / "README.md").read_text()
     for path in LECTURES:
-        if path.stem in CPU_RUN_PENDING:
-            continue
         minutes = json.loads((ROOT / "notebooks" / "book" / f"{path.stem}.json").read_text())["cpu_minutes"]
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{path.stem}` |"))
         assert f"| {minutes} |" in row, f"README row for {path.stem} should say {minutes} minutes: {row[-120:]!r}"
