@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+COURSE_TINY_DIR = REPO_ROOT / "data" / "course-tiny"  # the committed course model
 
 # bitsandbytes warns at import on AVX512-BF16 CPUs that an optional kernel package is missing; its pure
 # fallback is what we use, and the warning would make notebook outputs depend on the CPU model.
@@ -138,8 +139,6 @@ def _check_bitsandbytes():
 
 
 def _check_course_model():
-    from .models import COURSE_TINY_DIR
-
     files = ["config.json", "model.safetensors", "tokenizer.json"]
     missing = [f for f in files if not (COURSE_TINY_DIR / f).exists()]
     if missing:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
-from .env import REPO_ROOT, device as best_device
+from .env import COURSE_TINY_DIR, REPO_ROOT, device as best_device  # noqa: F401  (cu.models.REPO_ROOT)
 
-COURSE_TINY_DIR = REPO_ROOT / "data" / "course-tiny"
 BUILTIN_MODELS = ("course-tiny", "minilm")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
