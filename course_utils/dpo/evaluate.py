@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from ..data import TASK_FAMILIES, Task, check_answer
+from .. import evaluation
+from ..data import Task, check_answer
+from ..evaluation import family_accuracy
 from .losses import _forward_token_logps, token_kl
 from .pairs import ANSWER_TEMPLATE, collate_pairs, parse_reply
 
@@ -70,10 +72,8 @@ def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANS
     parsed = [parse_reply(r, template) for r in replies]
     correct = [check_answer(t, ans) for t, (_, ans) in zip(tasks, parsed)]
     lengths = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies]
-    fams = [f for f in TASK_FAMILIES if any(t.family == f for t in tasks)]
     return {"style_rate": sum(ok for ok, _ in parsed) / len(tasks), "accuracy": sum(correct) / len(tasks),
-            "per_family": {f: sum(c for t, c in zip(tasks, correct) if t.family == f) / sum(t.family == f for t in tasks)
-                           for f in fams},
+            "per_family": family_accuracy(tasks, correct),
             "mean_tokens": sum(lengths) / len(lengths), "correct": [int(c) for c in correct], "replies": replies}
 
 
@@ -81,30 +81,6 @@ def accuracy_table(results: dict[str, dict], tasks: list[Task]) -> str:
     """Per-family exact match of several models on the same `tasks`, with n, 95 % intervals and baselines.
 
     results: {model name: evaluate_replies(...) on `tasks`}. One row per family plus "all"; the `majority` column is
-    the accuracy of always giving the family's most common answer (stats.majority_baseline).
+    the accuracy of always giving the family's most common answer. The table is evaluation.accuracy_table's.
     """
-    from ..stats import binomial_ci, majority_baseline
-
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
-    if not isinstance(results, dict) or not results:
-        raise ValueError("results must be a non-empty dict {name: evaluate_replies(...) output}")
-    for name, res in results.items():
-        if not isinstance(res, dict) or len(res.get("correct", ())) != len(tasks):
-            raise ValueError(f"results[{name!r}] must be an evaluate_replies output on these {len(tasks)} tasks "
-                             f"(its 'correct' list has {len(res.get('correct', ())) if isinstance(res, dict) else 0})")
-    fams = [f for f in TASK_FAMILIES if any(t.family == f for t in tasks)]
-    width = max(13, *(len(n) for n in results))
-    lines = [f"{'family':9s} {'n':>4s} {'majority':>8s}  " + "  ".join(f"{n:>{width + 8}s}" for n in results)]
-    for fam in fams + (["all"] if len(fams) > 1 else []):
-        idx = [i for i, t in enumerate(tasks) if fam in ("all", t.family)]
-        cells = []
-        for res in results.values():
-            k = sum(res["correct"][i] for i in idx)
-            low, high = binomial_ci(k, len(idx))
-            cells.append(f"{k / len(idx):.3f} [{low:.2f}, {high:.2f}]".rjust(width + 8))
-        major = majority_baseline([tasks[i].answer for i in idx])[1] if fam != "all" else \
-            sum(majority_baseline([t.answer for t in tasks if t.family == f])[1] * sum(t.family == f for t in tasks)
-                for f in fams) / len(tasks)
-        lines.append(f"{fam:9s} {len(idx):4d} {major:8.3f}  " + "  ".join(cells))
-    return "\n".join(lines)
+    return evaluation.accuracy_table(tasks, results, digits=3, width=21, answers=False, total="all")
