@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import check_choice, check_int
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COURSE_TINY_DIR = REPO_ROOT / "data" / "course-tiny"  # the committed course model
 
@@ -81,10 +83,7 @@ def profile(name: str | None = None) -> Profile:
     30
     """
     chosen = name or os.environ.get("COURSE_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
-    if chosen not in _PROFILES:
-        source = "name" if name else "COURSE_PROFILE"
-        raise ValueError(f"{source} must be one of {PROFILE_NAMES}, got {chosen!r}")
-    prof = _PROFILES[chosen]
+    prof = _PROFILES[check_choice("name" if name else "COURSE_PROFILE", chosen, PROFILE_NAMES)]
     model = os.environ.get("COURSE_MODEL")
     if model:
         prof = dataclasses.replace(prof, model=model)
@@ -98,8 +97,7 @@ def profile(name: str | None = None) -> Profile:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a CPU `torch.Generator` with that seed."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int("seed", seed, 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

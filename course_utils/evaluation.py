@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .checks import check_items
 from .data import TASK_FAMILIES, Task
 from .stats import binomial_ci, majority_baseline
 
 
-def _check_tasks(tasks) -> None:
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
-
-
 def correct_by_family(tasks: list[Task], correct: Sequence) -> dict[str, list[bool]]:
     """0/1 per task grouped by family (families in TASK_FAMILIES order), e.g. for stats.check_gain per family."""
-    _check_tasks(tasks)
+    check_items("tasks", tasks, Task, "data.Task")
     if len(correct) != len(tasks):
         raise ValueError(f"correct must have one entry per task: {len(correct)} for {len(tasks)} tasks")
     out = {f: [bool(c) for t, c in zip(tasks, correct) if t.family == f] for f in TASK_FAMILIES}
@@ -33,7 +29,7 @@ def family_accuracy(tasks: list[Task], correct: Sequence) -> dict[str, float]:
 
 def majority_baselines(tasks: list[Task]) -> dict[str, tuple[str, float]]:
     """Per family: the most common answer among `tasks` and the accuracy of always giving it."""
-    _check_tasks(tasks)
+    check_items("tasks", tasks, Task, "data.Task")
     fams = [f for f in TASK_FAMILIES if any(t.family == f for t in tasks)]
     return {f: majority_baseline([t.answer for t in tasks if t.family == f]) for f in fams}
 
@@ -58,7 +54,7 @@ def accuracy_table(tasks: list[Task], results: dict, *, digits: int = 2, width: 
     width: the smallest column width. The defaults are the SFT lab's layout, dpo.accuracy_table's is
     digits=3, width=21, answers=False, total="all".
     """
-    _check_tasks(tasks)
+    check_items("tasks", tasks, Task, "data.Task")
     if not isinstance(results, dict) or not results:
         raise ValueError("results must be a non-empty dict {column name: EvalResult or evaluate_replies output}")
     groups = {name: correct_by_family(tasks, _correct_list(name, res, len(tasks))) for name, res in results.items()}

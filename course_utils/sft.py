@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_choice, check_int, check_items
 from .data import Task, check_answer, make_eval_tasks, make_sft_conversations
 from .evaluation import accuracy_table, correct_by_family, family_accuracy, majority_baselines  # noqa: F401
 from .train import random_batches
@@ -67,8 +68,8 @@ def build_sft_example(tokenizer, messages: list[dict], max_length: int | None = 
     The assistant spans come from rendering the conversation prefix by prefix; the labels are not shifted
     (the model predicts labels[t+1] from input_ids[:t+1], as in transformers).
     """
-    if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
-        raise ValueError(f"max_length must be None or an int >= 2, got {max_length!r}")
+    if max_length is not None:
+        check_int("max_length", max_length, 2, allowed="None or an int >= 2")
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("tokenizer must be a fast (Rust) tokenizer: offsets are needed to align labels")
     text, spans = assistant_char_spans(tokenizer, messages)
@@ -100,8 +101,7 @@ def pack(examples: list[dict], seq_len: int, pad_token_id: int) -> dict[str, tor
 
     Returns input_ids, labels, position_ids (restart at 0 for each example) and doc_ids (-1 on padding), each (N, seq_len).
     """
-    if not isinstance(seq_len, int) or seq_len < 2:
-        raise ValueError(f"seq_len must be an int >= 2, got {seq_len!r}")
+    check_int("seq_len", seq_len, 2)
     too_long = [len(e["input_ids"]) for e in examples if len(e["input_ids"]) > seq_len]
     if too_long:
         raise ValueError(f"seq_len={seq_len} is smaller than an example ({max(too_long)} tokens)")
@@ -201,10 +201,8 @@ PROMPT_FORMATS = {"chat": _chat_prompt, "prose": _prose_prompt}
 def generate_replies(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 40, batch_size: int = 64,
                      prompt_format: str = "chat") -> list[str]:
     """Greedy replies to user prompts (stop at <|im_end|> / EOS), decoded without special tokens."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if prompt_format not in PROMPT_FORMATS:
-        raise ValueError(f"prompt_format must be one of {list(PROMPT_FORMATS)}, got {prompt_format!r}")
+    check_int("max_new_tokens", max_new_tokens)
+    check_choice("prompt_format", prompt_format, list(PROMPT_FORMATS))
     dev = next(model.parameters()).device
     was_training, old_side = model.training, tokenizer.padding_side
     model.eval()
@@ -230,8 +228,7 @@ def generate_replies(model, tokenizer, prompts: list[str], *, max_new_tokens: in
 def evaluate_tasks(model, tokenizer, tasks: list[Task], *, max_new_tokens: int = 40, batch_size: int = 64,
                    prompt_format: str = "chat") -> EvalResult:
     """Exact-match accuracy of greedy replies on `tasks`, per family and overall."""
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
+    check_items("tasks", tasks, Task, "data.Task")
     replies = generate_replies(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=max_new_tokens,
                                batch_size=batch_size, prompt_format=prompt_format)
     correct = [check_answer(t, r) for t, r in zip(tasks, replies)]
@@ -245,8 +242,7 @@ def add_peft_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0,
     """Wrap `model` with peft LoRA adapters (base weights frozen); returns the PeftModel."""
     from peft import LoraConfig, get_peft_model
 
-    if not isinstance(r, int) or r < 1:
-        raise ValueError(f"r must be a positive int, got {r!r}")
+    check_int("r", r)
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                      task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)

@@ -10,7 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .mechanism import _check_int, _check_mask, _check_qkv, _check_scale, _check_tensor
+from ..checks import check_int, check_tensor
+from .mechanism import _check_mask, _check_qkv, _check_scale
 
 # ---------------------------------------------------------------------------------------------------------------
 # efficient attention: online softmax, tiled (FlashAttention-style) attention, linear attention
@@ -19,8 +20,8 @@ from .mechanism import _check_int, _check_mask, _check_qkv, _check_scale, _check
 def online_softmax(x: torch.Tensor, block_size: int = 64) -> torch.Tensor:
     """softmax over the last dim, reading x in blocks with a running max m and running sum l (Milakov & Gimelshein,
     arXiv:1805.02867): l ← l·exp(m_old − m_new) + Σ exp(x_block − m_new). Naive equivalent: torch.softmax(x, -1)."""
-    _check_tensor("x", x)
-    _check_int("block_size", block_size)
+    check_tensor("x", x, min_dim=1, floating=True)
+    check_int("block_size", block_size)
     if x.shape[-1] == 0:
         raise ValueError(f"x must have a non-empty last dim to softmax over, got shape {tuple(x.shape)}")
     m = torch.full(x.shape[:-1], float("-inf"), dtype=x.dtype, device=x.device)  # (...,) running max
@@ -45,8 +46,8 @@ def tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     """
     scores_shape = _check_qkv(q, k, v)
     _check_scale(scale)
-    _check_int("block_q", block_q)
-    _check_int("block_k", block_k)
+    check_int("block_q", block_q)
+    check_int("block_k", block_k)
     if mask is not None:
         _check_mask(mask, scores_shape)
     T, S = q.shape[-2], k.shape[-2]

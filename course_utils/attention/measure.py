@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from .efficient import linear_attention, tiled_attention
-from .mechanism import _check_int, _check_tensor, attention_entropy, causal_mask, scaled_dot_product_attention
+from ..checks import check_choice, check_int, check_number, check_tensor
+from .mechanism import attention_entropy, causal_mask, scaled_dot_product_attention
 
 # ---------------------------------------------------------------------------------------------------------------
 # why divide by sqrt(d_k)
@@ -29,11 +30,10 @@ def scaling_study(d_ks, *, n_keys: int = 16, n_rows: int = 2000, temperature: fl
     if not d_ks:
         raise ValueError("d_ks must be a non-empty list of positive ints")
     for d in d_ks:
-        _check_int("d_k", d)
-    _check_int("n_keys", n_keys, low=2)
-    _check_int("n_rows", n_rows, low=2)
-    if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature <= 0:
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+        check_int("d_k", d)
+    check_int("n_keys", n_keys, 2)
+    check_int("n_rows", n_rows, 2)
+    check_number("temperature", temperature, 0, low_open=True)
     out = {"d_k": d_ks, "dot_var": [], "entropy": [], "jacobian_norm": []}
     for d in d_ks:
         q = torch.randn(n_rows, 1, d, generator=generator, dtype=torch.float64)
@@ -59,10 +59,10 @@ def greedy_decode(model, input_ids: torch.Tensor, max_new_tokens: int, *, use_ca
     Without the cache every step re-runs the whole prefix (cost grows with the prefix); with it, one token per step.
     input_ids (1, T) -> (1, T + max_new_tokens).
     """
-    _check_tensor("input_ids", input_ids, min_dim=2, floating=False)
+    check_tensor("input_ids", input_ids, min_dim=2)
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must have shape (B, T), got {tuple(input_ids.shape)}")
-    _check_int("max_new_tokens", max_new_tokens)
+    check_int("max_new_tokens", max_new_tokens)
     ids, past, step_input = input_ids, None, input_ids
     for _ in range(max_new_tokens):
         if use_cache:
@@ -80,7 +80,7 @@ def kv_cache_speedup(model, input_ids: torch.Tensor, new_tokens, *, repeats: int
     """For each n in new_tokens: tokens/s of greedy_decode with and without the cache, and whether the tokens match."""
     rows = []
     for n in new_tokens:
-        _check_int("new_tokens", n)
+        check_int("new_tokens", n)
         times = {}
         for use_cache in (True, False):
             best, ids = float("inf"), None
@@ -181,13 +181,12 @@ def benchmark_attention(lengths, variants=None, *, batch: int = 1, heads: int = 
     scores_bytes} where scores_bytes = B·H·T²·bytes is the estimate of one materialized score matrix."""
     names = list(variants) if variants is not None else ["naive", "sdpa", "tiled"]
     for name in names:
-        if name not in ATTENTION_VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(ATTENTION_VARIANTS)}, got {name!r}")
-    _check_int("repeats", repeats)
+        check_choice("variant", name, sorted(ATTENTION_VARIANTS))
+    check_int("repeats", repeats)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     rows = []
     for T in lengths:
-        _check_int("T", T)
+        check_int("T", T)
         q, k, v = (torch.randn(batch, heads, T, head_dim, generator=gen).to(device=device, dtype=dtype)
                    for _ in range(3))
         for name in names:
@@ -233,7 +232,7 @@ def attention_maps(model, tokenizer, text: str, *, max_tokens: int = 64) -> dict
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
         raise ValueError("text must contain at least one non-space character, got an empty string")
-    _check_int("max_tokens", max_tokens, low=2)
+    check_int("max_tokens", max_tokens, 2)
     enc = tokenizer(text, return_tensors="pt")
     ids = enc["input_ids"]
     truncated = ids.shape[1] > max_tokens

@@ -12,66 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-# ---------------------------------------------------------------------------------------------------------------
-# argument checks
-
-
-def _check_tensor(name: str, x, *, min_dim: int = 1, floating: bool = True) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dims, got shape {tuple(x.shape)}")
-    if floating and not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-
-
-def _check_int(name: str, x, *, low: int = 1) -> None:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__} {x!r}")
-    if x < low:
-        raise ValueError(f"{name} must be >= {low}, got {x}")
-
-
-def _check_mask(mask, scores_shape: tuple[int, ...]) -> None:
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a boolean torch.Tensor (True = may attend), got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype}; "
-                        "convert an additive float mask with `mask = additive_mask == 0`")
-    try:
-        torch.broadcast_shapes(mask.shape, scores_shape)
-    except RuntimeError:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
-                         f"{scores_shape} (..., T, S)") from None
-
-
-def _check_qkv(q, k, v) -> tuple[int, ...]:
-    """Validate q (..., T, D), k (..., S, D), v (..., S, Dv); return the scores' shape (..., T, S)."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        _check_tensor(name, x, min_dim=2)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q and k must have the same last dim D, got q {tuple(q.shape)} and k {tuple(k.shape)}")
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(f"k and v must have the same length S (dim -2), got k {tuple(k.shape)} and v {tuple(v.shape)}")
-    try:
-        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except RuntimeError:
-        hint = ""
-        if q.dim() == 4 and k.dim() == 4 and k.shape[1] and q.shape[1] % k.shape[1] == 0:
-            hint = f"; for grouped KV heads first call repeat_kv(k, {q.shape[1] // k.shape[1]}) (and on v)"
-        raise ValueError(f"leading dims of q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} "
-                         f"do not match{hint}") from None
-    return (*batch, q.shape[-2], k.shape[-2])
-
-
-def _check_scale(scale) -> None:
-    if scale is None:
-        return
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a number or None, got {type(scale).__name__}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a positive finite number or None (1/sqrt(D)), got {scale}")
-
+from ..checks import check_int, check_number, check_tensor
 
 # ---------------------------------------------------------------------------------------------------------------
 # scaled dot-product attention and masks
@@ -101,9 +42,8 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 def causal_mask(T: int, S: int | None = None, *, device=None) -> torch.Tensor:
     """(T, S) bool, True where query i may see key j: j <= i + (S - T). S > T is a query block at the end (KV cache)."""
-    _check_int("T", T)
-    S = T if S is None else S
-    _check_int("S", S)
+    check_int("T", T)
+    S = check_int("S", T if S is None else S)
     if S < T:
         raise ValueError(f"S (keys) must be >= T (queries) for a causal mask, got T={T}, S={S}")
     i = torch.arange(T, device=device)[:, None] + (S - T)  # absolute position of each query
@@ -113,8 +53,8 @@ def causal_mask(T: int, S: int | None = None, *, device=None) -> torch.Tensor:
 
 def sliding_window_mask(T: int, window: int, *, device=None) -> torch.Tensor:
     """(T, T) bool: causal and at most `window` keys back, i.e. i - window < j <= i (the query itself included)."""
-    _check_int("T", T)
-    _check_int("window", window)
+    check_int("T", T)
+    check_int("window", window, allowed=">= 1")
     i = torch.arange(T, device=device)[:, None]
     j = torch.arange(T, device=device)[None, :]
     return (j <= i) & (j > i - window)
@@ -125,7 +65,7 @@ def padding_mask(lengths, T: int) -> torch.Tensor:
 
     lengths: sequence of B ints or a 1-D integer tensor, each in [0, T]. Broadcasts against (B, H, T, S) scores.
     """
-    _check_int("T", T)
+    check_int("T", T)
     if isinstance(lengths, torch.Tensor):
         if lengths.dim() != 1 or lengths.is_floating_point() or lengths.dtype == torch.bool:
             raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got {lengths.dtype} "
@@ -149,10 +89,10 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
     Same as torch.repeat_interleave(x, n_rep, dim=1) and transformers' repeat_kv.
     """
-    _check_tensor("x", x, min_dim=4, floating=False)
+    check_tensor("x", x)
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, H_kv, S, D), got {tuple(x.shape)}")
-    _check_int("n_rep", n_rep)
+    check_int("n_rep", n_rep, allowed=">= 1")
     if n_rep == 1:
         return x
     B, H_kv, S, D = x.shape
@@ -162,7 +102,7 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
     """Entropy −Σ aᵢ log aᵢ over the last dim, in nats, with 0·log 0 = 0. weights (..., S) -> (...)."""
-    _check_tensor("weights", weights)
+    check_tensor("weights", weights, min_dim=1, floating=True)
     if torch.any(weights < 0):
         raise ValueError(f"weights must be non-negative probabilities, got a minimum of {weights.min().item():.3g}")
     return torch.special.entr(weights).sum(dim=-1)
@@ -218,10 +158,10 @@ class Attention(nn.Module):
                  bias: bool = False, qk_norm: bool = False, rope_theta: float | None = None, causal: bool = True,
                  norm_eps: float = 1e-6):
         super().__init__()
-        _check_int("d_model", d_model)
-        _check_int("n_heads", n_heads)
+        check_int("d_model", d_model)
+        check_int("n_heads", n_heads)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
-        _check_int("n_kv_heads", n_kv_heads)
+        check_int("n_kv_heads", n_kv_heads)
         if n_heads % n_kv_heads != 0:
             raise ValueError(f"n_heads must be divisible by n_kv_heads, got n_heads={n_heads}, n_kv_heads={n_kv_heads}")
         if head_dim is None:
@@ -229,7 +169,7 @@ class Attention(nn.Module):
                 raise ValueError(f"d_model must be divisible by n_heads when head_dim is not given, "
                                  f"got d_model={d_model}, n_heads={n_heads}")
             head_dim = d_model // n_heads
-        _check_int("head_dim", head_dim)
+        check_int("head_dim", head_dim)
         if rope_theta is not None and (head_dim % 2 or rope_theta <= 0):
             raise ValueError(f"RoPE needs an even head_dim and rope_theta > 0, got head_dim={head_dim}, "
                              f"rope_theta={rope_theta}")
@@ -245,7 +185,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_tensor("x", x, min_dim=3)
+        check_tensor("x", x, min_dim=3, floating=True)
         if x.dim() != 3 or x.shape[-1] != self.q_proj.in_features:
             raise ValueError(f"x must have shape (B, T, {self.q_proj.in_features}), got {tuple(x.shape)}")
         if cache is not None and not isinstance(cache, KVCache):
@@ -276,9 +216,9 @@ def kv_cache_bytes(n_layers: int, n_kv_heads: int, head_dim: int, seq_len: int, 
     """Bytes of a KV cache: 2 (K and V) × layers × KV heads × head_dim × tokens × batch × bytes per value."""
     for name, val in (("n_layers", n_layers), ("n_kv_heads", n_kv_heads), ("head_dim", head_dim),
                       ("seq_len", seq_len), ("batch", batch)):
-        _check_int(name, val)
-    if isinstance(bytes_per_value, bool) or not isinstance(bytes_per_value, (int, float)) or bytes_per_value <= 0:
-        raise ValueError(f"bytes_per_value must be a positive number (2 for bf16, 1 for int8), got {bytes_per_value!r}")
+        check_int(name, val, allowed=">= 1")
+    check_number("bytes_per_value", bytes_per_value, 0, low_open=True,
+                 allowed="a positive number (2 for bf16, 1 for int8)")
     return int(2 * n_layers * n_kv_heads * head_dim * seq_len * batch * bytes_per_value)
 
 
@@ -288,12 +228,53 @@ def mla_cache_bytes(n_layers: int, kv_lora_rank: int, rope_head_dim: int, seq_le
     of rope_head_dim per token and layer, instead of per-head K and V."""
     for name, val in (("n_layers", n_layers), ("kv_lora_rank", kv_lora_rank), ("rope_head_dim", rope_head_dim),
                       ("seq_len", seq_len), ("batch", batch)):
-        _check_int(name, val)
-    if isinstance(bytes_per_value, bool) or not isinstance(bytes_per_value, (int, float)) or bytes_per_value <= 0:
-        raise ValueError(f"bytes_per_value must be a positive number, got {bytes_per_value!r}")
+        check_int(name, val)
+    check_number("bytes_per_value", bytes_per_value, 0, low_open=True)
     return int(n_layers * (kv_lora_rank + rope_head_dim) * seq_len * batch * bytes_per_value)
 
 
 # The attention part of DeepSeek-V2's public config.json (MLA), used to compare its cache with MHA/GQA.
 DEEPSEEK_V2_MLA = {"num_hidden_layers": 60, "num_attention_heads": 128, "kv_lora_rank": 512,
                    "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# checks the functions above (and attention.efficient) share
+
+
+def _check_mask(mask, scores_shape: tuple[int, ...]) -> None:
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a boolean torch.Tensor (True = may attend), got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype}; "
+                        "convert an additive float mask with `mask = additive_mask == 0`")
+    try:
+        torch.broadcast_shapes(mask.shape, scores_shape)
+    except RuntimeError:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
+                         f"{scores_shape} (..., T, S)") from None
+
+
+def _check_qkv(q, k, v) -> tuple[int, ...]:
+    """Validate q (..., T, D), k (..., S, D), v (..., S, Dv); return the scores' shape (..., T, S)."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, x, min_dim=2, floating=True)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same last dim D, got q {tuple(q.shape)} and k {tuple(k.shape)}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"k and v must have the same length S (dim -2), got k {tuple(k.shape)} and v {tuple(v.shape)}")
+    try:
+        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except RuntimeError:
+        hint = ""
+        if q.dim() == 4 and k.dim() == 4 and k.shape[1] and q.shape[1] % k.shape[1] == 0:
+            hint = f"; for grouped KV heads first call repeat_kv(k, {q.shape[1] // k.shape[1]}) (and on v)"
+        raise ValueError(f"leading dims of q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} "
+                         f"do not match{hint}") from None
+    return (*batch, q.shape[-2], k.shape[-2])
+
+
+def _check_scale(scale) -> None:
+    if scale is not None:
+        check_number("scale", scale, 0, low_open=True, finite=True,
+                     allowed="a positive finite number or None (1/sqrt(D))")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .. import evaluation
+from ..checks import check_items
 from ..data import Task, check_answer
 from ..evaluation import family_accuracy
 from .losses import _forward_token_logps, token_kl
@@ -66,8 +67,7 @@ def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANS
     """
     from ..sft import generate_replies
 
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
+    check_items("tasks", tasks, Task, "data.Task")
     replies = generate_replies(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=max_new_tokens)
     parsed = [parse_reply(r, template) for r in replies]
     correct = [check_answer(t, ans) for t, (_, ans) in zip(tasks, parsed)]

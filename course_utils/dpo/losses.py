@@ -5,10 +5,10 @@ Batches hold the chosen completions first, then the rejected ones (as in trl), s
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
+
+from ..checks import check_number
 
 
 # ---- log-probabilities ----------------------------------------------------------------------------
@@ -79,11 +79,6 @@ def _check_logps(names: tuple[str, ...], tensors: tuple) -> None:
         raise ValueError("log-prob tensors are empty (B = 0)")
 
 
-def _check_positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
 def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.1, *,
              label_smoothing: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -94,9 +89,8 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     """
     _check_logps(("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps"),
                  (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps))
-    _check_positive("beta", beta)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
+    check_number("beta", beta, 0, low_open=True, finite=True)
+    check_number("label_smoothing", label_smoothing, 0, 0.5, high_open=True)
     chosen_logratios = policy_chosen_logps - ref_chosen_logps  # (B,)
     rejected_logratios = policy_rejected_logps - ref_rejected_logps  # (B,)
     logits = beta * (chosen_logratios - rejected_logratios)  # (B,)
@@ -111,9 +105,8 @@ def simpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor,
     Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B,)); reward = β·avg log π, detached. No reference model.
     """
     _check_logps(("chosen_avg_logps", "rejected_avg_logps"), (chosen_avg_logps, rejected_avg_logps))
-    _check_positive("beta", beta)
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+    check_number("beta", beta, 0, low_open=True, finite=True)
+    check_number("gamma", gamma, 0, finite=True)
     chosen_rewards, rejected_rewards = beta * chosen_avg_logps, beta * rejected_avg_logps  # (B,)
     losses = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma)
     return losses, chosen_rewards.detach(), rejected_rewards.detach()

@@ -9,6 +9,7 @@ from typing import Callable
 
 import torch
 
+from ..checks import check_int, check_items, check_number
 from ..data import Task, check_answer, make_tasks
 from ..grpo import sample_completions
 from ..train import random_batches
@@ -93,8 +94,7 @@ def make_preference_pairs(n: int, split: str = "train", *, seed: int = 0, famili
     """
     if not isinstance(template, str) or template.count("{}") != 1:
         raise ValueError(f"template must be a string with exactly one '{{}}' for the answer, got {template!r}")
-    if isinstance(style_fraction, bool) or not isinstance(style_fraction, (int, float)) or not 0 <= style_fraction <= 1:
-        raise ValueError(f"style_fraction must be in [0, 1], got {style_fraction!r}")
+    check_number("style_fraction", style_fraction, 0, 1)
     tasks = make_tasks(n, split, seed=seed, families=families)  # validates n, split and families
     rng = random.Random(seed + 7919)
     pairs = []
@@ -125,8 +125,7 @@ def model_mistake_pairs(model, tokenizer, tasks: list[Task], *, template: str = 
     reply is wrong or not in the template (replies that are already preferred are skipped)."""
     from ..sft import generate_replies
 
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
+    check_items("tasks", tasks, Task, "data.Task")
     replies = [r.strip() for r in generate_replies(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=max_new_tokens)]
     return [PreferencePair(t.prompt, template.format(t.reply), r, t.family, "model")
             for t, r in zip(tasks, replies) if r and r != template.format(t.reply)]
@@ -136,10 +135,8 @@ def sampled_pairs(model, tokenizer, tasks: list[Task], group_size: int = 4, *, m
                   temperature: float = 1.0, generator: torch.Generator | None = None) -> list[PreferencePair]:
     """Pairs from the model's own samples: `group_size` replies per task; where some are right and some wrong
     (data.check_answer), the first right one is chosen over the first wrong one. Tasks without both give no pair."""
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 2:
-        raise ValueError(f"group_size must be an int >= 2 (a pair needs two samples), got {group_size!r}")
+    check_items("tasks", tasks, Task, "data.Task")
+    check_int("group_size", group_size, 2, allowed="an int >= 2 (a pair needs two samples)")
     rollout = sample_completions(model, tokenizer, [t.prompt for t in tasks], group_size, max_new_tokens,
                                  temperature=temperature, generator=generator)
     pairs = []
@@ -159,10 +156,8 @@ def make_online_pair_batch_fn(model, tokenizer, tasks: list[Task], batch_size: i
     Each draw samples `group_size` replies for `batch_size` random prompts from `tasks` (sampled_pairs) until there are
     `batch_size` pairs. The prompts and sampling noise depend only on (seed, step), so a resumed run draws alike.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
+    check_int("batch_size", batch_size)
+    check_items("tasks", tasks, Task, "data.Task")
 
     def batch(step: int) -> dict[str, torch.Tensor]:
         rng = random.Random(seed * 1_000_003 + step)

@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-from .losses import _check_positive, _forward_token_logps, dpo_loss, simpo_loss, token_kl
+from ..checks import check_choice, check_number
+from .losses import _forward_token_logps, dpo_loss, simpo_loss, token_kl
 
 
 @dataclass
@@ -62,11 +63,9 @@ def make_loss_fn(cfg: PreferenceConfig, ref_model=None) -> Callable:
     """A `loss_fn(model, batch) -> (loss, metrics)` for train.train; DPO needs the frozen `ref_model`."""
     if not isinstance(cfg, PreferenceConfig):
         raise TypeError(f"cfg must be a PreferenceConfig, got {type(cfg).__name__}")
-    if cfg.method not in PREFERENCE_METHODS:
-        raise ValueError(f"cfg.method must be one of {list(PREFERENCE_METHODS)}, got {cfg.method!r}")
-    _check_positive("cfg.beta", cfg.beta)
-    if isinstance(cfg.sft_weight, bool) or not isinstance(cfg.sft_weight, (int, float)) or not cfg.sft_weight >= 0:
-        raise ValueError(f"cfg.sft_weight must be a number >= 0, got {cfg.sft_weight!r}")
+    check_choice("cfg.method", cfg.method, list(PREFERENCE_METHODS))
+    check_number("cfg.beta", cfg.beta, 0, low_open=True, finite=True)
+    check_number("cfg.sft_weight", cfg.sft_weight, 0)
     if cfg.method == "dpo" and ref_model is None:
         raise ValueError("method 'dpo' needs ref_model (a frozen copy of the starting policy); use frozen_copy(model)")
     step = PREFERENCE_METHODS[cfg.method]

@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from .losses import _check_positive
+from ..checks import check_int, check_items, check_number
 from .pairs import PreferencePair
 
 
@@ -14,8 +14,7 @@ def to_trl_dataset(pairs: list[PreferencePair]):
     """A datasets.Dataset in trl's conversational preference format: prompt / chosen / rejected message lists."""
     from datasets import Dataset
 
-    if not pairs or not all(isinstance(p, PreferencePair) for p in pairs):
-        raise ValueError("pairs must be a non-empty list of PreferencePair")
+    check_items("pairs", pairs, PreferencePair)
     return Dataset.from_list([{"prompt": [{"role": "user", "content": p.prompt}],
                                "chosen": [{"role": "assistant", "content": p.chosen}],
                                "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs])
@@ -32,15 +31,13 @@ def trl_dpo_train(model, tokenizer, pairs: list[PreferencePair], output_dir: str
     from trl import DPOConfig, DPOTrainer
 
     for name, v in (("steps", steps), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    _check_positive("beta", beta)
+        check_int(name, v)
+    check_number("beta", beta, 0, low_open=True, finite=True)
     peft_config = None
     if lora_r is not None:
         from peft import LoraConfig
 
-        if not isinstance(lora_r, int) or lora_r < 1:
-            raise ValueError(f"lora_r must be None or a positive int, got {lora_r!r}")
+        check_int("lora_r", lora_r, allowed="None or a positive int")
         peft_config = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0, task_type="CAUSAL_LM",
                                  target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
     with warnings.catch_warnings():

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from ..checks import check_int, check_items
 from ..data import Task, check_answer, final_answer
 from ..rewards import digits_reward
 from .rollout import completion_logprobs, sample_completions
@@ -30,10 +31,8 @@ def evaluate_policy(model, tokenizer, tasks: Sequence[Task], *, n_samples: int =
     log-prob), "oracle": pass@N (best-of-N with the answer checker), "digits": partial credit of the first answer,
     "tokens": generated tokens per task, "correct": 0/1 per task of the greedy or first answer (for error bars)}.
     """
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
-    if not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+    check_items("tasks", tasks, Task, "data.Task")
+    check_int("n_samples", n_samples)
     if n_samples > 1 and temperature == 0:
         raise ValueError("temperature must be > 0 when n_samples > 1 (greedy samples are all the same)")
     gen = torch.Generator().manual_seed(seed)

@@ -10,14 +10,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..checks import check_choice, check_int, check_number, check_tensor
+
 TRL_STD_EPS = 1e-4  # trl adds this to the group std before dividing
-
-
-def _check_tensor(name: str, x, dims: int | None = None) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if dims is not None and x.dim() != dims:
-        raise ValueError(f"{name} must have {dims} dims, got shape {tuple(x.shape)}")
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = TRL_STD_EPS) -> torch.Tensor:
@@ -26,19 +21,17 @@ def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True,
     Groups are `group_size` consecutive entries (prompt 0's completions first). std is the unbiased (N-1) std and
     eps = 1e-4, both as in trl. scale=False only subtracts the mean (Dr. GRPO). All-equal groups give 0, never NaN.
     """
-    _check_tensor("rewards", rewards, 1)
+    check_tensor("rewards", rewards, dims=1)
     if not rewards.is_floating_point():
         raise TypeError(f"rewards must be a floating tensor, got dtype {rewards.dtype}")
-    if not isinstance(group_size, int) or isinstance(group_size, bool) or group_size < 2:
-        raise ValueError(f"group_size must be an int >= 2 (a group of one has no baseline), got {group_size!r}")
+    check_int("group_size", group_size, 2, allowed="an int >= 2 (a group of one has no baseline)")
     if rewards.numel() == 0:
         raise ValueError("rewards must not be empty (one reward per completion)")
     if rewards.numel() % group_size:
         raise ValueError(f"group_size={group_size} must divide the number of rewards, got {rewards.numel()} rewards")
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards must be finite (got NaN or inf)")
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    check_number("eps", eps, 0)
     grouped = rewards.view(-1, group_size)  # (N/G, G)
     adv = grouped - grouped.mean(dim=1, keepdim=True)  # (N/G, G)
     if scale:
@@ -96,32 +89,28 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, ref_logps: to
     (one optimization step per batch); ref_logps may be None only when beta == 0.
     max_completion_length: the "dr_grpo" constant (default C). return_stats: also a dict of floats (kl, clip_frac, ...).
     """
-    _check_tensor("logps", logps, 2)
-    _check_tensor("completion_mask", completion_mask, 2)
-    _check_tensor("advantages", advantages)
+    check_tensor("logps", logps, dims=2)
+    check_tensor("completion_mask", completion_mask, dims=2)
+    check_tensor("advantages", advantages)
     if completion_mask.shape != logps.shape:
         raise ValueError(f"completion_mask must have the shape of logps {tuple(logps.shape)}, got {tuple(completion_mask.shape)}")
     for name, t in (("old_logps", old_logps), ("ref_logps", ref_logps)):
         if t is not None:
-            _check_tensor(name, t)
+            check_tensor(name, t)
             if t.shape != logps.shape:
                 raise ValueError(f"{name} must have the shape of logps {tuple(logps.shape)}, got {tuple(t.shape)}")
     if advantages.shape not in (logps.shape[:1], logps.shape):
         raise ValueError(f"advantages must be (N,) = ({logps.shape[0]},) or {tuple(logps.shape)}, got {tuple(advantages.shape)}")
-    if not (isinstance(clip_eps, (int, float)) and clip_eps > 0):
-        raise ValueError(f"clip_eps must be a number > 0, got {clip_eps!r}")
-    if clip_eps_high is not None and not (isinstance(clip_eps_high, (int, float)) and clip_eps_high > 0):
-        raise ValueError(f"clip_eps_high must be None or a number > 0, got {clip_eps_high!r}")
-    if not (isinstance(beta, (int, float)) and beta >= 0):
-        raise ValueError(f"beta must be a number >= 0, got {beta!r}")
+    check_number("clip_eps", clip_eps, 0, low_open=True)
+    if clip_eps_high is not None:
+        check_number("clip_eps_high", clip_eps_high, 0, low_open=True, allowed="None or a number > 0")
+    check_number("beta", beta, 0)
     if beta > 0 and ref_logps is None:
         raise ValueError(f"ref_logps is required when beta > 0 (got beta={beta}); pass beta=0.0 to drop the KL term")
-    if loss_type not in LOSS_AGGREGATIONS:
-        raise ValueError(f"loss_type must be one of {list(LOSS_AGGREGATIONS)}, got {loss_type!r}")
+    check_choice("loss_type", loss_type, list(LOSS_AGGREGATIONS))
     C = logps.shape[1]
     L = C if max_completion_length is None else max_completion_length
-    if not isinstance(L, int) or L < C:
-        raise ValueError(f"max_completion_length must be an int >= the completion length {C}, got {max_completion_length!r}")
+    check_int("max_completion_length", L, C, allowed=f"an int >= the completion length {C}")
 
     mask = completion_mask.to(logps.dtype)
     old = logps.detach() if old_logps is None else old_logps

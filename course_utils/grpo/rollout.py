@@ -7,7 +7,7 @@ from typing import Sequence
 
 import torch
 
-from .losses import _check_tensor
+from ..checks import check_int, check_items, check_number, check_tensor
 
 
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int, *,
@@ -17,11 +17,9 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     input_ids, attention_mask (N, P + C), prompts left-padded. Naive equivalent:
     log_softmax(model(input_ids).logits[:, -C-1:-1] / T).gather(-1, input_ids[:, -C:, None]).
     """
-    _check_tensor("input_ids", input_ids, 2)
-    if not isinstance(n_completion, int) or not 1 <= n_completion < input_ids.shape[1]:
-        raise ValueError(f"n_completion must be an int in [1, {input_ids.shape[1] - 1}], got {n_completion!r}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    check_tensor("input_ids", input_ids, dims=2)
+    check_int("n_completion", n_completion, 1, input_ids.shape[1] - 1)
+    check_number("temperature", temperature, 0, low_open=True)
     # logits_to_keep=C+1 computes the LM head only where it is needed; the last position predicts nothing we score.
     logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=n_completion + 1).logits
     logits = logits[:, :-1].float() / temperature  # (N, C, V): position t predicts token t+1
@@ -74,14 +72,10 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], group_size: int
 
     Stops a row at <|im_end|> / EOS; randomness only from `generator`.
     """
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError("prompts must be a non-empty list of strings")
-    if not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if not (isinstance(temperature, (int, float)) and temperature >= 0):
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
+    check_items("prompts", prompts, str, "strings")
+    check_int("group_size", group_size)
+    check_int("max_new_tokens", max_new_tokens)
+    check_number("temperature", temperature, 0, allowed=">= 0 (0 = greedy)")
     dev = next(model.parameters()).device
     was_training = model.training
     model.eval()

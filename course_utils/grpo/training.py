@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..checks import check_choice, check_int, check_items, check_number
 from ..data import Task
 from ..rewards import REWARD_FUNCS, score_completions
 from .evaluate import evaluate_policy
@@ -58,15 +59,11 @@ def _check_config(cfg: GRPOConfig) -> None:
     if not isinstance(cfg, GRPOConfig):
         raise TypeError(f"cfg must be a GRPOConfig, got {type(cfg).__name__}")
     for name in ("steps", "prompts_per_step", "max_new_tokens", "num_iterations"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"cfg.{name} must be a positive int, got {v!r}")
-    if not isinstance(cfg.group_size, int) or cfg.group_size < 2:
-        raise ValueError(f"cfg.group_size must be an int >= 2, got {cfg.group_size!r}")
-    if not cfg.lr > 0 or not cfg.temperature > 0:
-        raise ValueError(f"cfg.lr and cfg.temperature must be > 0, got {cfg.lr!r}, {cfg.temperature!r}")
-    if cfg.loss_type not in LOSS_AGGREGATIONS:
-        raise ValueError(f"cfg.loss_type must be one of {list(LOSS_AGGREGATIONS)}, got {cfg.loss_type!r}")
+        check_int(f"cfg.{name}", getattr(cfg, name))
+    check_int("cfg.group_size", cfg.group_size, 2)
+    check_number("cfg.lr", cfg.lr, 0, low_open=True)
+    check_number("cfg.temperature", cfg.temperature, 0, low_open=True)
+    check_choice("cfg.loss_type", cfg.loss_type, list(LOSS_AGGREGATIONS))
 
 
 def train_grpo(model, tokenizer, tasks: Sequence[Task], cfg: GRPOConfig, *, ref_model=None,
@@ -83,12 +80,11 @@ def train_grpo(model, tokenizer, tasks: Sequence[Task], cfg: GRPOConfig, *, ref_
     from ..train import latest_checkpoint, load_checkpoint, save_checkpoint
 
     _check_config(cfg)
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
+    check_items("tasks", tasks, Task, "data.Task")
     if (cfg.save_every or resume) and checkpoint_dir is None:
         raise ValueError("checkpoint_dir must be set to save checkpoints or resume")
-    if stop_at_step is not None and not (isinstance(stop_at_step, int) and 1 <= stop_at_step <= cfg.steps):
-        raise ValueError(f"stop_at_step must be None or an int in [1, {cfg.steps}], got {stop_at_step!r}")
+    if stop_at_step is not None:
+        check_int("stop_at_step", stop_at_step, 1, cfg.steps, allowed=f"None or an int in [1, {cfg.steps}]")
     funcs = REWARD_FUNCS if reward_funcs is None else reward_funcs
     if cfg.beta > 0 and ref_model is None:
         ref_model = copy.deepcopy(model)
@@ -173,12 +169,10 @@ def gpu_plan(model_id: str = "Qwen/Qwen3-0.6B", *, prompts_per_step: int = 8, gr
     from ..attention import kv_cache_bytes
     from ..memory import KNOWN_MODELS, estimate_training_memory
 
-    if model_id not in KNOWN_MODELS:
-        raise ValueError(f"model_id must be one of {list(KNOWN_MODELS)}, got {model_id!r}")
+    check_choice("model_id", model_id, list(KNOWN_MODELS))
     for name, v in (("prompts_per_step", prompts_per_step), ("group_size", group_size), ("prompt_len", prompt_len),
                     ("completion_len", completion_len), ("micro_batch", micro_batch)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int(name, v)
     arch = KNOWN_MODELS[model_id]
     N, T = prompts_per_step * group_size, prompt_len + completion_len
     train = estimate_training_memory(model_id, "full", batch_size=micro_batch, seq_len=T, dtype="bf16", grad_checkpointing=True)

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from ..checks import check_int
 from ..data import TASK_FAMILIES
 from ..env import REPO_ROOT, device as best_device
 from ..train import dist_info
@@ -58,10 +59,7 @@ def read_config(cls, path: str | os.PathLike | None, overrides: dict, min_ints: 
         raise ValueError(f"config has unknown keys {unknown}; allowed: {sorted(known)}")
     cfg = cls(**values)
     for name, low in (min_ints or {}).items():
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            allowed = "a positive int" if low == 1 else f"an int >= {low}"
-            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        check_int(name, getattr(cfg, name), low)
     return cfg
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import dpo
+from ..checks import check_choice
 from ..data import TASK_FAMILIES, make_eval_tasks, make_tasks
 from ..train import TrainConfig, train
 from .common import (check_families, init_distributed, lab_main, loss_summary, micro_batch, process_device,
@@ -65,8 +66,7 @@ def load_config(path: str | os.PathLike | None, **overrides) -> DPOLabConfig:
     if not isinstance(cfg.online, bool):
         raise ValueError(f"online must be true or false, got {cfg.online!r}")
     check_families("online_families", cfg.online_families)
-    if cfg.method not in dpo.PREFERENCE_METHODS:
-        raise ValueError(f"method must be one of {list(dpo.PREFERENCE_METHODS)}, got {cfg.method!r}")
+    check_choice("method", cfg.method, list(dpo.PREFERENCE_METHODS))
     return cfg
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import grpo
+from ..checks import check_choice
 from ..data import make_eval_tasks, make_tasks
 from ..rewards import ALL_REWARD_FUNCS, REWARD_FUNCS
 from ..train import _prune
@@ -65,8 +66,7 @@ _GRPO_FIELDS = ("steps", "prompts_per_step", "group_size", "max_new_tokens", "te
 def load_config(path: str | os.PathLike | None, **overrides) -> GRPOLabConfig:
     """GRPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
     cfg = read_config(GRPOLabConfig, path, overrides, {"n_train": 1})
-    if cfg.rewards not in REWARD_SETS:
-        raise ValueError(f"rewards must be one of {list(REWARD_SETS)}, got {cfg.rewards!r}")
+    check_choice("rewards", cfg.rewards, list(REWARD_SETS))
     check_families("families", cfg.families)
     grpo._check_config(grpo_config(cfg))  # steps, group_size, lr, loss_type, ... named as cfg.<field>
     return cfg
