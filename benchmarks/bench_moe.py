@@ -10,6 +10,7 @@ import time
 import torch
 
 from course_utils import moe
+from course_utils.norms import SwiGLUMLP
 
 
 def _time(fn, repeats: int = 5) -> float:
@@ -29,8 +30,8 @@ def main() -> None:
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     d_model, d_ff, n_experts, top_k = 256, 512, 8, 2
     layer = moe.MoE(d_model, d_ff, n_experts, top_k).to(dev).eval()
-    dense_active = moe.SwiGLUExpert(d_model, top_k * d_ff).to(dev).eval()  # same active FLOPs as the MoE
-    dense_total = moe.SwiGLUExpert(d_model, n_experts * d_ff).to(dev).eval()  # same parameter count as the experts
+    dense_active = SwiGLUMLP(d_model, top_k * d_ff).to(dev).eval()  # same active FLOPs as the MoE
+    dense_total = SwiGLUMLP(d_model, n_experts * d_ff).to(dev).eval()  # same parameter count as the experts
     print(f"device {dev}, torch threads {torch.get_num_threads()}; d_model {d_model}, d_ff {d_ff}, "
           f"{n_experts} experts, top-{top_k}")
     print(f"{'tokens':>7} | {'MoE sparse ms':>13} | {'MoE naive ms':>12} | {'dense (active) ms':>17} | "

@@ -10,6 +10,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable
 
+from .checks import check_int
+
 NAMES = ["Tom", "Mia", "Ben", "Lily", "Sam", "Anna", "Max", "Zoe", "Leo", "Emma", "Jack", "Lucy", "Noah", "Ella", "Finn", "Rosa"]
 ANIMALS = ["cat", "dog", "bird", "fox", "rabbit", "bear", "duck", "frog", "mouse", "owl", "horse", "fish"]
 PLACES = ["the park", "the forest", "the river", "the garden", "the beach", "the school", "the town", "the farm", "the hill", "the lake"]
@@ -160,8 +162,7 @@ def make_tasks(n: int, split: str = "train", *, seed: int = 0, families: list[st
     """`n` tasks from the given split; train and test never share a prompt."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
+    check_int("n", n, 0)
     families = list(TASK_FAMILIES) if families is None else families
     unknown = [f for f in families if f not in TASK_FAMILIES]
     if unknown or not families:
@@ -226,8 +227,7 @@ def make_sft_conversations(n: int, split: str = "train", *, seed: int = 0,
 def make_eval_tasks(n_per_family: int, split: str = "test", *, seed: int = 1,
                     families: list[str] | None = None) -> list[Task]:
     """`n_per_family` tasks of every family (same count each, for per-family accuracy), family by family."""
-    if not isinstance(n_per_family, int) or n_per_family < 1:
-        raise ValueError(f"n_per_family must be a positive int, got {n_per_family!r}")
+    check_int("n_per_family", n_per_family)
     families = list(TASK_FAMILIES) if families is None else families
     return [t for i, fam in enumerate(families) for t in make_tasks(n_per_family, split, seed=seed + 1000 * i,
                                                                      families=[fam])]

@@ -16,46 +16,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from .checks import check_choice, check_int, check_number
+
 NEG_INF = -float("inf")
-
-
-# ---- argument checks ----------------------------------------------------------------------------
-
-def _check_logits(logits) -> None:
-    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2:
-        raise TypeError(f"logits must be a float tensor of shape (B, V), got "
-                        f"{type(logits).__name__}{tuple(logits.shape) if isinstance(logits, torch.Tensor) else ''}")
-    if logits.shape[-1] == 0:
-        raise ValueError(f"logits must have a non-empty vocabulary dim, got shape {tuple(logits.shape)}")
-    if torch.isnan(logits).any():
-        raise ValueError("logits contain NaN: the model's forward pass diverged (check the learning rate / dtype)")
-
-
-def _check_ids(input_ids, logits) -> None:
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32) or input_ids.dim() != 2:
-        raise TypeError("input_ids must be an integer tensor of shape (B, L)")
-    if input_ids.shape[0] != logits.shape[0]:
-        raise ValueError(f"input_ids batch {input_ids.shape[0]} != logits batch {logits.shape[0]}")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= logits.shape[-1]):
-        raise ValueError(f"input_ids must lie in [0, {logits.shape[-1]}), got values in "
-                         f"[{int(input_ids.min())}, {int(input_ids.max())}]")
-
-
-def _check_number(name: str, value, low: float, high: float, low_open: bool, high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    ok_low = value > low if low_open else value >= low
-    ok_high = value < high if high_open else value <= high
-    if not (ok_low and ok_high):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return float(value)
-
-
-def _check_int(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
 
 
 # ---- filters (logits (B, V) -> logits (B, V)) ----------------------------------------------------
@@ -63,14 +26,14 @@ def _check_int(name: str, value, low: int) -> int:
 def apply_temperature(logits: torch.Tensor, t: float) -> torch.Tensor:
     """logits / t: t < 1 sharpens the distribution, t > 1 flattens it. logits (B, V) -> (B, V)."""
     _check_logits(logits)
-    t = _check_number("temperature", t, 0.0, math.inf, low_open=True, high_open=True)
+    t = check_number("temperature", t, 0.0, math.inf, low_open=True, high_open=True)
     return logits / t
 
 
 def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Keep the k largest logits per row (ties with the k-th are kept); k=0 or k >= V keeps all. (B, V) -> (B, V)."""
     _check_logits(logits)
-    k = _check_int("top_k", k, 0)
+    k = check_int("top_k", k, 0, allowed="an int >= 0")
     if k == 0:
         return logits.clone()
     k = min(max(k, min_tokens_to_keep), logits.shape[-1])
@@ -84,7 +47,7 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     Naive equivalent: sort descending, keep tokens while the mass *before* them is < p.
     """
     _check_logits(logits)
-    p = _check_number("top_p", p, 0.0, 1.0, low_open=True)
+    p = check_number("top_p", p, 0.0, 1.0, low_open=True)
     ascending, order = torch.sort(logits, descending=False)  # (B, V) least likely first
     mass_up_to = ascending.softmax(dim=-1).cumsum(dim=-1)  # mass of this token and all less likely ones
     remove_sorted = mass_up_to <= 1 - p  # the tail that together holds at most 1 - p
@@ -96,7 +59,7 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
 def min_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Keep tokens with probability >= p * (probability of the most likely token). (B, V) -> (B, V)."""
     _check_logits(logits)
-    p = _check_number("min_p", p, 0.0, 1.0, low_open=False)
+    p = check_number("min_p", p, 0.0, 1.0)
     probs = logits.softmax(dim=-1)
     remove = probs < p * probs.amax(dim=-1, keepdim=True)
     keep = torch.topk(probs, min(min_tokens_to_keep, probs.shape[-1]), dim=-1).indices
@@ -111,7 +74,7 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
     """
     _check_logits(logits)
     _check_ids(input_ids, logits)
-    penalty = _check_number("penalty", penalty, 0.0, math.inf, low_open=True, high_open=True)
+    penalty = check_number("penalty", penalty, 0.0, math.inf, low_open=True, high_open=True)
     seen = torch.zeros_like(logits, dtype=torch.bool).scatter(1, input_ids.long(), True)  # (B, V)
     penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, penalised, logits)
@@ -121,7 +84,7 @@ def divide_probability_penalty(probs: torch.Tensor, input_ids: torch.Tensor, pen
     """The course notes' rule: P(w) / penalty for seen tokens, then renormalise. probs (B, V) -> probs (B, V)."""
     _check_logits(probs)
     _check_ids(input_ids, probs)
-    penalty = _check_number("penalty", penalty, 0.0, math.inf, low_open=True, high_open=True)
+    penalty = check_number("penalty", penalty, 0.0, math.inf, low_open=True, high_open=True)
     seen = torch.zeros_like(probs, dtype=torch.bool).scatter(1, input_ids.long(), True)
     out = torch.where(seen, probs / penalty, probs)
     return out / out.sum(dim=-1, keepdim=True)
@@ -131,7 +94,7 @@ def ban_repeated_ngrams(logits: torch.Tensor, input_ids: torch.Tensor, n: int) -
     """Set to -inf every token that would complete an n-gram already present in input_ids. (B, V) -> (B, V)."""
     _check_logits(logits)
     _check_ids(input_ids, logits)
-    n = _check_int("no_repeat_ngram_size", n, 1)
+    n = check_int("no_repeat_ngram_size", n, allowed="an int >= 1")
     length = input_ids.shape[1]
     if length < n:
         return logits.clone()
@@ -168,7 +131,7 @@ def warp_logits(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int = 
         if active[name]:
             logits = WARPERS[name](logits, values[name])
     if not active["temperature"]:
-        _check_number("temperature", temperature, 0.0, math.inf, low_open=True, high_open=True)
+        check_number("temperature", temperature, 0.0, math.inf, low_open=True, high_open=True)
     return logits
 
 
@@ -265,7 +228,7 @@ def _check_generate_args(model, input_ids, max_new_tokens, attention_mask):
         raise TypeError("input_ids must be a LongTensor of shape (B, T), e.g. tokenizer(text, return_tensors='pt').input_ids")
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids must hold at least one token per row")
-    _check_int("max_new_tokens", max_new_tokens, 1)
+    check_int("max_new_tokens", max_new_tokens, allowed="an int >= 1")
     if attention_mask is not None and attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}")
 
@@ -285,12 +248,11 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, *, strategy: s
     input_ids (B, T), left-padded with attention_mask (B, T) when prompts differ in length.
     strategy "greedy" (argmax), "sample" (temperature/top-k/top-p/min-p) or "beam" (calls beam_search).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    check_choice("strategy", strategy, STRATEGIES)
     _check_generate_args(model, input_ids, max_new_tokens, attention_mask)
-    _check_number("repetition_penalty", repetition_penalty, 0.0, math.inf, low_open=True, high_open=True)
-    _check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
-    _check_int("min_new_tokens", min_new_tokens, 0)
+    check_number("repetition_penalty", repetition_penalty, 0.0, math.inf, low_open=True, high_open=True)
+    check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
+    check_int("min_new_tokens", min_new_tokens, 0)
     if strategy == "beam":
         if attention_mask is not None and not bool(attention_mask.all()):
             raise ValueError("strategy='beam' needs prompts of equal length (no padding)")
@@ -338,12 +300,11 @@ def beam_search(model, input_ids: torch.Tensor, num_beams: int, max_new_tokens: 
     "never" runs the exact test. return_scores=True also returns the scores (B * num_return_sequences,).
     """
     _check_generate_args(model, input_ids, max_new_tokens, None)
-    num_beams = _check_int("num_beams", num_beams, 1)
-    _check_number("length_penalty", length_penalty, -math.inf, math.inf, low_open=True, high_open=True)
+    num_beams = check_int("num_beams", num_beams, allowed="an int >= 1")
+    check_number("length_penalty", length_penalty, -math.inf, math.inf, low_open=True, high_open=True)
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-    if not 1 <= num_return_sequences <= num_beams:
-        raise ValueError(f"num_return_sequences must be in [1, num_beams={num_beams}], got {num_return_sequences}")
+    check_int("num_return_sequences", num_return_sequences, 1, num_beams, allowed=f"in [1, num_beams={num_beams}]")
     eos = _eos_ids(model, eos_token_id)
     pad = _pad_id(model, pad_token_id, eos)
     eos_tensor = torch.tensor(eos, dtype=torch.long, device=input_ids.device)
@@ -435,14 +396,14 @@ def _ngrams(tokens: Sequence[int], n: int) -> list[tuple]:
 
 def repetition_rate(tokens: Sequence[int], n: int = 4) -> float:
     """seq-rep-n (Welleck et al. 2020): fraction of the n-grams of one sequence that repeat an earlier one."""
-    _check_int("n", n, 1)
+    check_int("n", n, allowed="an int >= 1")
     grams = _ngrams(list(tokens), n)
     return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
 
 
 def distinct_n(sequences: Sequence[Sequence[int]], n: int) -> float:
     """distinct-n (Li et al. 2016): unique n-grams / all n-grams, pooled over the sequences."""
-    _check_int("n", n, 1)
+    check_int("n", n)
     grams = [g for seq in sequences for g in _ngrams(list(seq), n)]
     return 0.0 if not grams else len(set(grams)) / len(grams)
 
@@ -454,9 +415,9 @@ def ends_in_loop(tokens: Sequence[int], tail: int = 24, n: int = 4, min_repeated
 
     Example: [5, 6, 7] * 10 -> True; list(range(40)) -> False. Sequences shorter than tail + n - 1 -> False.
     """
-    _check_int("tail", tail, 1)
-    _check_int("n", n, 1)
-    _check_number("min_repeated", min_repeated, 0.0, 1.0, low_open=True)
+    check_int("tail", tail)
+    check_int("n", n)
+    check_number("min_repeated", min_repeated, 0.0, 1.0, low_open=True)
     tokens = list(tokens)
     if len(tokens) < tail + n - 1:
         return False
@@ -538,3 +499,25 @@ def order_comparison(logits: torch.Tensor, *, temperature: float, top_k: int = 0
     b = warp_logits(logits, order=NOTES_ORDER, **kw)
     tv = 0.5 * (a.softmax(-1) - b.softmax(-1)).abs().sum(-1)
     return {"kept_transformers": torch.isfinite(a).sum(-1), "kept_notes": torch.isfinite(b).sum(-1), "tv": tv}
+
+
+# ---- argument checks ----------------------------------------------------------------------------
+
+def _check_logits(logits) -> None:
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() != 2:
+        raise TypeError(f"logits must be a float tensor of shape (B, V), got "
+                        f"{type(logits).__name__}{tuple(logits.shape) if isinstance(logits, torch.Tensor) else ''}")
+    if logits.shape[-1] == 0:
+        raise ValueError(f"logits must have a non-empty vocabulary dim, got shape {tuple(logits.shape)}")
+    if torch.isnan(logits).any():
+        raise ValueError("logits contain NaN: the model's forward pass diverged (check the learning rate / dtype)")
+
+
+def _check_ids(input_ids, logits) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32) or input_ids.dim() != 2:
+        raise TypeError("input_ids must be an integer tensor of shape (B, L)")
+    if input_ids.shape[0] != logits.shape[0]:
+        raise ValueError(f"input_ids batch {input_ids.shape[0]} != logits batch {logits.shape[0]}")
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= logits.shape[-1]):
+        raise ValueError(f"input_ids must lie in [0, {logits.shape[-1]}), got values in "
+                         f"[{int(input_ids.min())}, {int(input_ids.max())}]")

@@ -16,7 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import check_choice, check_int
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+COURSE_TINY_DIR = REPO_ROOT / "data" / "course-tiny"  # the committed course model
 
 # bitsandbytes warns at import on AVX512-BF16 CPUs that an optional kernel package is missing; its pure
 # fallback is what we use, and the warning would make notebook outputs depend on the CPU model.
@@ -80,10 +83,7 @@ def profile(name: str | None = None) -> Profile:
     30
     """
     chosen = name or os.environ.get("COURSE_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
-    if chosen not in _PROFILES:
-        source = "name" if name else "COURSE_PROFILE"
-        raise ValueError(f"{source} must be one of {PROFILE_NAMES}, got {chosen!r}")
-    prof = _PROFILES[chosen]
+    prof = _PROFILES[check_choice("name" if name else "COURSE_PROFILE", chosen, PROFILE_NAMES)]
     model = os.environ.get("COURSE_MODEL")
     if model:
         prof = dataclasses.replace(prof, model=model)
@@ -97,8 +97,7 @@ def profile(name: str | None = None) -> Profile:
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a CPU `torch.Generator` with that seed."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_int("seed", seed, 0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -138,8 +137,6 @@ def _check_bitsandbytes():
 
 
 def _check_course_model():
-    from .models import COURSE_TINY_DIR
-
     files = ["config.json", "model.safetensors", "tokenizer.json"]
     missing = [f for f in files if not (COURSE_TINY_DIR / f).exists()]
     if missing:

@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from .checks import check_choice, check_int, check_number, check_tensor
+
 # ---- LoRA -----------------------------------------------------------------------------------------
 
 
@@ -26,11 +28,9 @@ class LoRALinear(nn.Module):
                  use_rslora: bool = False, generator: torch.Generator | None = None):
         super().__init__()
         in_features, out_features = _linear_shape(base, "base")
-        _check_rank(r)
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 < alpha < math.inf:
-            raise ValueError(f"alpha must be a positive number, got {alpha!r}")
-        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_int("r", r)
+        check_number("alpha", alpha, 0, low_open=True, finite=True, allowed="a positive number")
+        check_number("dropout", dropout, 0, 1, high_open=True)
         self.base_layer = base
         for p in base.parameters():
             p.requires_grad_(False)
@@ -59,11 +59,6 @@ class LoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, r={self.r}, alpha={self.alpha}, scaling={self.scaling:.4g}"
-
-
-def _check_rank(r) -> None:
-    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-        raise ValueError(f"r must be a positive int, got {r!r}")
 
 
 def _linear_shape(module: nn.Module, name: str) -> tuple[int, int]:
@@ -97,7 +92,7 @@ def add_lora(model: nn.Module, target_modules, r: int, alpha: float, dropout: fl
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    _check_rank(r)
+    check_int("r", r)
     available = find_linear_names(model)
     if target_modules == "all-linear":
         targets = available
@@ -168,9 +163,8 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def lora_param_count(d_in: int, d_out: int, r: int) -> int:
     """Trainable parameters LoRA adds to one d_out x d_in matrix: r * (d_in + d_out)."""
     for name, v in (("d_in", d_in), ("d_out", d_out)):
-        if not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    _check_rank(r)
+        check_int(name, v)
+    check_int("r", r)
     return r * (d_in + d_out)
 
 
@@ -183,8 +177,7 @@ def nf4_codebook(offset: float = 0.9677083) -> torch.Tensor:
     Positive half: ppf of 9 evenly spaced probabilities from `offset` down to 0.5 (0.5 dropped);
     negative half: the same with 8 points, so zero is represented exactly (QLoRA, appendix E).
     """
-    if not 0.5 < offset < 1.0:
-        raise ValueError(f"offset must be in (0.5, 1), got {offset!r}")
+    check_number("offset", offset, 0.5, 1, low_open=True, high_open=True)
     pos = torch.special.ndtri(torch.linspace(offset, 0.5, 9, dtype=torch.float64)[:-1])  # 8 values > 0
     neg = -torch.special.ndtri(torch.linspace(offset, 0.5, 8, dtype=torch.float64)[:-1])  # 7 values < 0
     values = torch.cat([pos, torch.zeros(1, dtype=torch.float64), neg]).sort().values
@@ -207,11 +200,8 @@ def int4_codebook() -> torch.Tensor:
 
 
 def _check_blocks(w: torch.Tensor, blocksize: int, name: str = "w") -> None:
-    if not isinstance(w, torch.Tensor) or not w.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point torch.Tensor, got {type(w).__name__}"
-                        + (f" of dtype {w.dtype}" if isinstance(w, torch.Tensor) else ""))
-    if not isinstance(blocksize, int) or blocksize <= 0:
-        raise ValueError(f"blocksize must be a positive int, got {blocksize!r}")
+    check_tensor(name, w, floating=True)
+    check_int("blocksize", blocksize)
     if w.numel() == 0 or not torch.isfinite(w).all():
         raise ValueError(f"{name} must be non-empty and finite (no NaN/inf), got shape {tuple(w.shape)}")
     if w.numel() % blocksize:
@@ -288,8 +278,8 @@ def dequantize_double(codes: torch.Tensor, scales: torch.Tensor, offset: torch.T
 def bits_per_parameter(blocksize: int = 64, double_quant: bool = True, blocksize2: int = 256,
                        code_bits: int = 4) -> float:
     """Storage bits per weight: code bits + quantization constants. NF4/64: 4.5 plain, 4.127 with double quant."""
-    if not isinstance(blocksize, int) or blocksize <= 0 or not isinstance(blocksize2, int) or blocksize2 <= 0:
-        raise ValueError(f"blocksize and blocksize2 must be positive ints, got {blocksize!r}, {blocksize2!r}")
+    check_int("blocksize", blocksize)
+    check_int("blocksize2", blocksize2)
     if double_quant:  # 8-bit absmax per block + one fp32 scale per blocksize2 absmax values
         return code_bits + 8 / blocksize + 32 / (blocksize * blocksize2)
     return code_bits + 32 / blocksize
@@ -304,8 +294,7 @@ QUANTIZERS = {  # name -> codebook; every variant is quantize_blockwise with its
 
 def quantization_error(w: torch.Tensor, kind: str = "nf4", blocksize: int = 64) -> dict:
     """Round-trip error of a 4-bit format on `w`: {'rmse', 'relative_rmse', 'max_abs'}."""
-    if kind not in QUANTIZERS:
-        raise ValueError(f"kind must be one of {list(QUANTIZERS)}, got {kind!r}")
+    check_choice("kind", kind, list(QUANTIZERS))
     book = QUANTIZERS[kind]()
     codes, absmax = quantize_blockwise(w, book, blocksize)
     err = dequantize_blockwise(codes, absmax, w.shape, book, blocksize) - w.detach().float()
@@ -364,7 +353,7 @@ def load_qlora_model(name: str = "course-tiny", *, r: int = 8, alpha: float = 16
 
     from .models import _resolve, load_model
 
-    _check_rank(r)
+    check_int("r", r)
     try:
         import bitsandbytes  # noqa: F401
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -451,8 +440,7 @@ def task_texts(n: int, *, seed: int = 0, families=None, split: str = "train") ->
 def finetune(model: nn.Module, tokenizer, texts: list[str], *, steps: int, batch_size: int = 8, lr: float = 1e-3,
              seed: int = 0, max_len: int = 64) -> list[float]:
     """Train the trainable parameters of `model` with AdamW on next-token loss over `texts`; returns losses."""
-    if not isinstance(steps, int) or steps <= 0:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_int("steps", steps)
     if not texts:
         raise ValueError("texts must be a non-empty list of strings")
     params = [p for p in model.parameters() if p.requires_grad]

@@ -52,12 +52,13 @@ KNOWN_MODELS: dict[str, dict] = {
         rms_norm_eps=1e-6, attention_bias=True, qk_norm=False),
 }
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from .checks import check_choice, check_int
 
 METHODS = ("full", "lora", "qlora")
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -160,7 +161,7 @@ def lora_params(model_or_shape, r: int = 16, targets=None) -> int:
     """Trainable LoRA parameters: r * (in + out) per targeted linear, summed over the layers."""
     a = architecture(model_or_shape)
     targets = _check_targets(targets)
-    _check_pos_int("lora_r", r)
+    check_int("lora_r", r)
     shapes = linear_shapes(a)
     return a["num_hidden_layers"] * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
 
@@ -174,12 +175,6 @@ def _check_targets(targets) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"lora_targets has unknown module names {unknown}; allowed: {LINEAR_NAMES}")
     return tuple(t for t in LINEAR_NAMES if t in targets)
-
-
-def _check_pos_int(name: str, value, allow_zero: bool = False) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if allow_zero else 1):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a {kind} int, got {value!r}")
 
 
 # ---- activations ------------------------------------------------------------------------------------
@@ -282,22 +277,19 @@ def estimate_training_memory(model_or_shape, method: str = "full", *, batch_size
     zero_stage 1/2/3 shards optimizer / +grads / +params over n_gpus (activations are per GPU).
     """
     arch = architecture(model_or_shape)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice("method", method, METHODS)
     for name, v in (("dtype", dtype), ("grad_dtype", grad_dtype), ("lora_dtype", lora_dtype)):
-        if v is not None and v not in DTYPE_BYTES:
-            raise ValueError(f"{name} must be one of {list(DTYPE_BYTES)}, got {v!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    _check_pos_int("batch_size", batch_size)
-    _check_pos_int("seq_len", seq_len)
-    _check_pos_int("n_gpus", n_gpus)
-    _check_pos_int("quant_blocksize", quant_blocksize)
-    if zero_stage not in (0, 1, 2, 3):
-        raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {zero_stage!r}")
+        if v is not None:
+            check_choice(name, v, list(DTYPE_BYTES))
+    check_choice("optimizer", optimizer, list(OPTIMIZERS))
+    check_int("batch_size", batch_size)
+    check_int("seq_len", seq_len)
+    check_int("n_gpus", n_gpus)
+    check_int("quant_blocksize", quant_blocksize)
+    check_choice("zero_stage", zero_stage, (0, 1, 2, 3))
     targets = _check_targets(lora_targets)
     if method != "full":
-        _check_pos_int("lora_r", lora_r)
+        check_int("lora_r", lora_r)
     w = DTYPE_BYTES[dtype]
     g_bytes = DTYPE_BYTES[grad_dtype or dtype]
     l_bytes = DTYPE_BYTES[lora_dtype or dtype]
@@ -358,8 +350,7 @@ def fits(breakdown: MemoryBreakdown, gpus: dict | None = None, use: str = "peak"
     """{gpu name: does `breakdown.peak` (or `.total`) fit in its memory?} for T4, 4090, A100 40/80, H100."""
     if not isinstance(breakdown, MemoryBreakdown):
         raise TypeError(f"breakdown must be a MemoryBreakdown, got {type(breakdown).__name__}")
-    if use not in ("peak", "total"):
-        raise ValueError(f"use must be 'peak' or 'total', got {use!r}")
+    check_choice("use", use, ("peak", "total"))
     need = breakdown.peak if use == "peak" and breakdown.peak is not None else breakdown.total
     return {name: need <= gb * 1e9 for name, gb in (gpus or GPUS_GB).items()}
 
@@ -421,8 +412,7 @@ def measure_training_memory(model: nn.Module, batch, *, optimizer: str = "adamw"
         batch = {"input_ids": batch}
     if not isinstance(batch, dict) or "input_ids" not in batch:
         raise TypeError("batch must be a LongTensor of input ids or a dict with 'input_ids'")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    check_choice("optimizer", optimizer, list(OPTIMIZERS))
     dev = next(model.parameters()).device
     batch = {k: v.to(dev) for k, v in batch.items()}
     batch.setdefault("labels", batch["input_ids"])

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from .env import REPO_ROOT, device as best_device
+from .checks import check_choice
+from .env import COURSE_TINY_DIR, REPO_ROOT, device as best_device  # noqa: F401  (cu.models.REPO_ROOT)
 
-COURSE_TINY_DIR = REPO_ROOT / "data" / "course-tiny"
 BUILTIN_MODELS = ("course-tiny", "minilm")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -65,8 +65,7 @@ def load_model(name: str | None = None, *, device: str | torch.device | None = N
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype such as torch.float32, got {dtype!r}")
     allowed_attn = (None, "eager", "sdpa", "flash_attention_2", "flex_attention")
-    if attn_implementation not in allowed_attn:
-        raise ValueError(f"attn_implementation must be one of {allowed_attn}, got {attn_implementation!r}")
+    check_choice("attn_implementation", attn_implementation, allowed_attn)
     source, causal = _resolve(name)
     dev = torch.device(device) if device is not None else best_device()
     is_hub = isinstance(source, str)

@@ -15,21 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_int, check_number
 from .norms import SwiGLUMLP
-
-
-def _check_int(name: str, value, low: int = 1) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-
-
-def _check_experts(n_experts, top_k) -> None:
-    _check_int("n_experts", n_experts)
-    _check_int("top_k", top_k)
-    if top_k > n_experts:
-        raise ValueError(f"top_k must be <= n_experts ({n_experts}), got {top_k}")
 
 
 # ---- experts and router ----------------------------------------------------------------------------
@@ -59,10 +46,9 @@ class TopKRouter(nn.Module):
 
     def __init__(self, d_model: int, n_experts: int, top_k: int, noise_std: float = 0.0, norm_topk_prob: bool = True):
         super().__init__()
-        _check_int("d_model", d_model)
+        check_int("d_model", d_model)
         _check_experts(n_experts, top_k)
-        if not isinstance(noise_std, (int, float)) or noise_std < 0:
-            raise ValueError(f"noise_std must be a number >= 0, got {noise_std!r}")
+        check_number("noise_std", noise_std, 0)
         self.n_experts, self.top_k, self.noise_std, self.norm_topk_prob = n_experts, top_k, float(noise_std), norm_topk_prob
         self.weight = nn.Parameter(torch.empty(n_experts, d_model))  # (E, d_model), as in transformers
         nn.init.normal_(self.weight, std=d_model ** -0.5)
@@ -82,10 +68,9 @@ class TopKRouter(nn.Module):
 
 def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: float) -> int:
     """Slots per expert: ceil(capacity_factor * n_tokens * top_k / n_experts) (GShard / Switch)."""
-    _check_int("n_tokens", n_tokens, 0)
+    check_int("n_tokens", n_tokens, 0)
     _check_experts(n_experts, top_k)
-    if not isinstance(capacity_factor, (int, float)) or isinstance(capacity_factor, bool) or capacity_factor <= 0:
-        raise ValueError(f"capacity_factor must be a number > 0, got {capacity_factor!r}")
+    check_number("capacity_factor", capacity_factor, 0, low_open=True)
     return math.ceil(capacity_factor * n_tokens * top_k / n_experts)
 
 
@@ -98,8 +83,8 @@ def capacity_keep_mask(top_k_index: torch.Tensor, n_experts: int, capacity: int)
     if not isinstance(top_k_index, torch.Tensor) or top_k_index.dim() != 2:
         raise ValueError(f"top_k_index must be a 2-D tensor (tokens, top_k), got "
                          f"{getattr(top_k_index, 'shape', type(top_k_index).__name__)}")
-    _check_int("n_experts", n_experts)
-    _check_int("capacity", capacity, 0)
+    check_int("n_experts", n_experts)
+    check_int("capacity", capacity, 0)
     n, k = top_k_index.shape
     flat = top_k_index.t().reshape(-1)  # (k*N,) slot-major: every token's first choice, then second...
     one_hot = F.one_hot(flat, n_experts)  # (k*N, E)
@@ -120,8 +105,8 @@ class MoE(nn.Module):
     def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int, capacity_factor: float | None = None,
                  noise_std: float = 0.0, norm_topk_prob: bool = True):
         super().__init__()
-        _check_int("d_model", d_model)
-        _check_int("d_ff", d_ff)
+        check_int("d_model", d_model)
+        check_int("d_ff", d_ff)
         _check_experts(n_experts, top_k)
         if capacity_factor is not None:
             expert_capacity(1, n_experts, top_k, capacity_factor)  # validates capacity_factor
@@ -224,7 +209,7 @@ def expert_share(top_k_index: torch.Tensor, n_experts: int) -> torch.Tensor:
     """Fraction of (token, slot) assignments each expert received: index (N, k) -> (E,) summing to 1."""
     if not isinstance(top_k_index, torch.Tensor) or top_k_index.dim() != 2:
         raise ValueError("top_k_index must be a 2-D tensor (tokens, top_k)")
-    _check_int("n_experts", n_experts)
+    check_int("n_experts", n_experts)
     counts = torch.bincount(top_k_index.reshape(-1), minlength=n_experts).float()
     return counts / counts.sum()
 
@@ -349,8 +334,7 @@ def biased_top_k_routing(scores: torch.Tensor, bias: torch.Tensor, top_k: int, n
 
 def update_expert_bias(bias: torch.Tensor, top_k_index: torch.Tensor, rate: float = 1e-3) -> torch.Tensor:
     """One balancing step: bias_e - rate * sign(load_e - mean load). bias (E,), index (N, k) -> new bias (E,)."""
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate <= 0:
-        raise ValueError(f"rate must be a number > 0, got {rate!r}")
+    check_number("rate", rate, 0, low_open=True)
     if not isinstance(top_k_index, torch.Tensor) or top_k_index.dim() != 2:
         raise ValueError("top_k_index must be a 2-D tensor (tokens, top_k)")
     load = torch.bincount(top_k_index.reshape(-1), minlength=bias.shape[0]).to(bias.dtype)  # (E,)
@@ -365,9 +349,9 @@ def moe_language_model(vocab_size: int, *, d_model: int = 64, n_layers: int = 2,
     """A small transformers Qwen3ForCausalLM whose every FFN is replaced by our MoE (same attention, norms, RoPE)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    _check_int("vocab_size", vocab_size)
-    _check_int("n_layers", n_layers)
-    _check_int("n_heads", n_heads)
+    check_int("vocab_size", vocab_size)
+    check_int("n_layers", n_layers)
+    check_int("n_heads", n_heads)
     if d_model % n_heads:
         raise ValueError(f"d_model must be divisible by n_heads={n_heads}, got {d_model}")
     config = Qwen3Config(vocab_size=vocab_size, hidden_size=d_model, intermediate_size=d_ff, num_hidden_layers=n_layers,
@@ -386,8 +370,8 @@ def corpus_rows(tokenizer, n_documents: int, seq_len: int, *, seed: int = 0) -> 
     from .data import pretraining_corpus
     from .pretrain import pack
 
-    _check_int("n_documents", n_documents)
-    _check_int("seq_len", seq_len, 2)
+    check_int("n_documents", n_documents)
+    check_int("seq_len", seq_len, 2)
     return pack(tokenizer, pretraining_corpus(n_documents, seed=seed), seq_len)
 
 
@@ -402,12 +386,11 @@ def train_moe_lm(model, rows: torch.Tensor, *, steps: int, batch_size: int, lr: 
 
     Returns {"step", "ce", "aux", "share"}: share is (n_logged, n_layers, E), each expert's fraction of assignments.
     """
-    _check_int("steps", steps)
-    _check_int("batch_size", batch_size)
+    check_int("steps", steps)
+    check_int("batch_size", batch_size)
     if not isinstance(rows, torch.Tensor) or rows.dim() != 2:
         raise ValueError(f"rows must be a 2-D tensor of token ids (N, T), got {getattr(rows, 'shape', rows)}")
-    if aux_loss_coef < 0:
-        raise ValueError(f"aux_loss_coef must be >= 0, got {aux_loss_coef}")
+    check_number("aux_loss_coef", aux_loss_coef, 0)
     gen = torch.Generator().manual_seed(seed)
     layers = moe_layers(model)
     if not layers:
@@ -467,8 +450,7 @@ def routing_by_token_class(model, tokenizer, rows: torch.Tensor, layer: int = 0)
     rows (N, T) -> {class: (E,) shares}, measured on `layer`'s MoE.
     """
     layers = moe_layers(model)
-    if not 0 <= layer < len(layers):
-        raise ValueError(f"layer must be in [0, {len(layers) - 1}], got {layer}")
+    check_int("layer", layer, 0, len(layers) - 1)
     model.eval()
     model(input_ids=rows.to(next(model.parameters()).device))
     first = layers[layer].last_top_k_index[:, 0].cpu()  # (N*T,)
@@ -486,3 +468,12 @@ def routing_by_token_class(model, tokenizer, rows: torch.Tensor, layer: int = 0)
         classes[key].append(pos)
     n_experts = layers[layer].n_experts
     return {k: torch.bincount(first[v], minlength=n_experts).float() / max(len(v), 1) for k, v in classes.items() if v}
+
+
+# ---- argument checks ------------------------------------------------------------------------------
+
+def _check_experts(n_experts, top_k) -> None:
+    check_int("n_experts", n_experts, allowed=">= 1")
+    check_int("top_k", top_k, allowed=">= 1")
+    if top_k > n_experts:
+        raise ValueError(f"top_k must be <= n_experts ({n_experts}), got {top_k}")

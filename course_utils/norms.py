@@ -15,26 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def _check_dim(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_std(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-
-
-def _check_eps(eps):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"eps must be a float, got {type(eps).__name__}")
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
-    return float(eps)
+from .checks import check_choice, check_int, check_number
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -49,7 +30,7 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d: int, eps: float = 1e-5, bias: bool = True):
         super().__init__()
-        self.d, self.eps = _check_dim("d", d), _check_eps(eps)
+        self.d, self.eps = _check_d_eps(d, eps)
         self.weight = nn.Parameter(torch.ones(d))
         self.bias = nn.Parameter(torch.zeros(d)) if bias else None
 
@@ -67,7 +48,7 @@ class RMSNorm(nn.Module):
 
     def __init__(self, d: int, eps: float = 1e-6):
         super().__init__()
-        self.d, self.eps = _check_dim("d", d), _check_eps(eps)
+        self.d, self.eps = _check_d_eps(d, eps)
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x):
@@ -87,9 +68,8 @@ class BatchNorm(nn.Module):
 
     def __init__(self, d: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
-        self.d, self.eps = _check_dim("d", d), _check_eps(eps)
-        if not 0 < momentum <= 1:
-            raise ValueError(f"momentum must be in (0, 1], got {momentum}")
+        self.d, self.eps = _check_d_eps(d, eps)
+        check_number("momentum", momentum, 0, 1, low_open=True)
         self.momentum = momentum
         self.weight = nn.Parameter(torch.ones(d))
         self.bias = nn.Parameter(torch.zeros(d))
@@ -149,10 +129,9 @@ class FFN(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, activation: str = "ReLU", bias: bool = False):
         super().__init__()
-        _check_dim("d_model", d_model)
-        _check_dim("d_ff", d_ff)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+        check_int("d_model", d_model)
+        check_int("d_ff", d_ff)
+        check_choice("activation", activation, list(ACTIVATIONS))
         self.act = ACTIVATIONS[activation]
         self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
@@ -166,8 +145,8 @@ class SwiGLUMLP(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, bias: bool = False):
         super().__init__()
-        _check_dim("d_model", d_model)
-        _check_dim("d_ff", d_ff)
+        check_int("d_model", d_model)
+        check_int("d_ff", d_ff)
         self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
         self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
@@ -181,8 +160,8 @@ SwiGLU = SwiGLUMLP
 
 def swiglu_hidden_size(d_model: int, multiple_of: int = 1) -> int:
     """2/3 * 4 * d_model rounded up to `multiple_of`: SwiGLU's 3 matrices then hold as many weights as a 4d FFN's 2."""
-    _check_dim("d_model", d_model)
-    _check_dim("multiple_of", multiple_of)
+    check_int("d_model", d_model)
+    check_int("multiple_of", multiple_of)
     h = int(2 * 4 * d_model / 3)
     return multiple_of * math.ceil(h / multiple_of)
 
@@ -244,7 +223,7 @@ NORM_POSITIONS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
 
 def deepnorm_constants(n_layers: int) -> tuple[float, float]:
     """DeepNorm (alpha, beta) for a decoder-only stack of n_layers blocks: ((2N)^(1/4), (8N)^(-1/4))."""
-    _check_dim("n_layers", n_layers)
+    check_int("n_layers", n_layers)
     return (2 * n_layers) ** 0.25, (8 * n_layers) ** -0.25
 
 
@@ -258,12 +237,10 @@ class Block(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int | None = None, norm_position: str = "pre",
                  norm: str = "rms", eps: float = 1e-6, n_layers: int = 1):
         super().__init__()
-        if norm_position not in NORM_POSITIONS:
-            raise ValueError(f"norm_position must be one of {list(NORM_POSITIONS)}, got {norm_position!r}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {list(NORMS)}, got {norm!r}")
-        _check_dim("d_model", d_model)
-        _check_dim("n_heads", n_heads)
+        check_choice("norm_position", norm_position, list(NORM_POSITIONS))
+        check_choice("norm", norm, list(NORMS))
+        check_int("d_model", d_model)
+        check_int("n_heads", n_heads)
         self.norm_position = norm_position
         self.attn = CausalSelfAttention(d_model, n_heads)
         self.mlp = SwiGLUMLP(d_model, d_ff or swiglu_hidden_size(d_model))
@@ -293,10 +270,10 @@ class TinyLM(nn.Module):
     def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 6, n_heads: int = 4,
                  norm_position: str = "pre", norm: str = "layer", max_len: int = 256, embed_std: float = 0.02):
         super().__init__()
-        _check_dim("vocab_size", vocab_size, 2)
-        _check_dim("n_layers", n_layers)
-        _check_dim("max_len", max_len)
-        _check_std("embed_std", embed_std)
+        check_int("vocab_size", vocab_size, 2)
+        check_int("n_layers", n_layers)
+        check_int("max_len", max_len)
+        check_number("embed_std", embed_std, 0, low_open=True, finite=True)
         self.embed = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Embedding(max_len, d_model)
         nn.init.normal_(self.embed.weight, std=embed_std)  # GPT-2 style 0.02; 1.0 = unit-variance embeddings
@@ -344,10 +321,9 @@ def train_tiny_lm(norm_position: str, rows: torch.Tensor, vocab_size: int, *, st
 
     rows: (N, T) token ids sampled with a seeded generator. A loss that turns NaN ends the run (reported as NaN).
     """
-    _check_dim("steps", steps)
-    _check_dim("warmup", warmup, 0)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    check_int("steps", steps)
+    check_int("warmup", warmup, 0)
+    check_number("lr", lr, 0, low_open=True)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = TinyLM(vocab_size, d_model, n_layers, n_heads, norm_position, max_len=rows.shape[1])
@@ -366,3 +342,12 @@ def train_tiny_lm(norm_position: str, rows: torch.Tensor, vocab_size: int, *, st
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
     return losses
+
+
+# ---------------------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_d_eps(d, eps) -> tuple[int, float]:
+    """A norm's feature count d and its eps, as (int, float)."""
+    return check_int("d", d, allowed=">= 1"), check_number("eps", eps, 0, low_open=True, allowed="> 0")

@@ -16,32 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-# ---------------------------------------------------------------------------------------------------------
-# argument checks
-
-
-def _check_pos_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_head_dim(head_dim) -> int:
-    _check_pos_int("head_dim", head_dim, 2)
-    if head_dim % 2:
-        raise ValueError(f"head_dim must be even (RoPE rotates pairs of dimensions), got {head_dim}")
-    return head_dim
-
-
-def _check_base(base) -> float:
-    if isinstance(base, bool) or not isinstance(base, (int, float)):
-        raise TypeError(f"base must be a number, got {type(base).__name__}")
-    if not base > 1:
-        raise ValueError(f"base must be > 1, got {base}")
-    return float(base)
-
+from .checks import check_choice, check_int, check_number
 
 # ---------------------------------------------------------------------------------------------------------
 # absolute positions
@@ -52,8 +27,8 @@ def sinusoidal_positions(T: int, d: int, base: float = 10000.0) -> torch.Tensor:
 
     Returns (T, d) float32.
     """
-    _check_pos_int("T", T)
-    _check_pos_int("d", d, 2)
+    check_int("T", T)
+    check_int("d", d, 2)
     if d % 2:
         raise ValueError(f"d must be even (sin/cos pairs), got {d}")
     base = _check_base(base)
@@ -71,7 +46,7 @@ def sinusoidal_shift_matrix(k: int, d: int, base: float = 10000.0) -> torch.Tens
     """
     if isinstance(k, bool) or not isinstance(k, int):
         raise TypeError(f"k must be an int, got {type(k).__name__}")
-    _check_pos_int("d", d, 2)
+    check_int("d", d, 2)
     if d % 2:
         raise ValueError(f"d must be even, got {d}")
     base = _check_base(base)
@@ -95,10 +70,10 @@ def relative_positions(T: int, max_distance: int | None = None) -> torch.Tensor:
 
     Returns (T, T) int64.
     """
-    _check_pos_int("T", T)
+    check_int("T", T)
     rel = torch.arange(T)[None, :] - torch.arange(T)[:, None]  # (T, T)
     if max_distance is not None:
-        _check_pos_int("max_distance", max_distance)
+        check_int("max_distance", max_distance)
         rel = rel.clamp(-max_distance, max_distance)
     return rel
 
@@ -111,8 +86,8 @@ def t5_relative_bucket(relative_position: torch.Tensor, bidirectional: bool = Tr
     """
     if not isinstance(relative_position, torch.Tensor) or relative_position.is_floating_point():
         raise TypeError("relative_position must be an integer torch.Tensor")
-    _check_pos_int("num_buckets", num_buckets, 2)
-    _check_pos_int("max_distance", max_distance, 2)
+    check_int("num_buckets", num_buckets, 2)
+    check_int("max_distance", max_distance, 2)
     n = num_buckets
     bucket = torch.zeros_like(relative_position, dtype=torch.long)
     if bidirectional:
@@ -138,7 +113,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 
     Other n: the slopes of the closest lower power of two c, then every other slope of 2c. Returns (n_heads,).
     """
-    _check_pos_int("n_heads", n_heads)
+    check_int("n_heads", n_heads, allowed=">= 1")
 
     def power_of_two(n):
         return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
@@ -155,7 +130,7 @@ def alibi_bias(n_heads: int, T: int) -> torch.Tensor:
 
     Returns (H, T, T) float32.
     """
-    _check_pos_int("T", T)
+    check_int("T", T)
     slopes = alibi_slopes(n_heads)  # (H,)
     dist = relative_positions(T).abs().float()  # (T, T)
     return -slopes[:, None, None] * dist[None]  # (H, T, T)
@@ -277,8 +252,7 @@ def _check_scaling(scaling, base: float) -> tuple[str, dict]:
                         f"got {type(scaling).__name__}")
     p = dict(scaling)
     rope_type = p.pop("rope_type", p.pop("type", "default"))
-    if rope_type not in ROPE_SCALINGS:
-        raise ValueError(f"rope_type must be one of {sorted(ROPE_SCALINGS)}, got {rope_type!r}")
+    check_choice("rope_type", rope_type, sorted(ROPE_SCALINGS))
     theta = p.pop("rope_theta", None)
     if theta is not None and float(theta) != base:
         raise ValueError(f"scaling['rope_theta']={theta} disagrees with base={base}; pass the base once")
@@ -290,13 +264,10 @@ def _check_scaling(scaling, base: float) -> tuple[str, dict]:
     if missing:
         raise ValueError(f"rope_type {rope_type!r} needs the keys {sorted(missing)}")
     if rope_type in _FACTOR_TYPES:
-        f = p["factor"]
-        if isinstance(f, bool) or not isinstance(f, (int, float)):
-            raise TypeError(f"factor must be a number, got {type(f).__name__}")
-        if not f >= 1:
-            raise ValueError(f"factor must be >= 1 for rope_type {rope_type!r} (it is the context extension), got {f}")
+        check_number("factor", p["factor"], 1,
+                     allowed=f">= 1 for rope_type {rope_type!r} (it is the context extension)")
     if "original_max_position_embeddings" in p:
-        _check_pos_int("original_max_position_embeddings", p["original_max_position_embeddings"])
+        check_int("original_max_position_embeddings", p["original_max_position_embeddings"])
     if rope_type == "llama3" and not p["high_freq_factor"] > p["low_freq_factor"]:
         raise ValueError(f"high_freq_factor must be > low_freq_factor, got {p['high_freq_factor']} "
                          f"and {p['low_freq_factor']}")
@@ -313,7 +284,7 @@ def rope_inv_freq(head_dim: int, base: float = 10000.0, scaling: dict | None = N
     _check_head_dim(head_dim)
     base = _check_base(base)
     if seq_len is not None:
-        _check_pos_int("seq_len", seq_len)
+        check_int("seq_len", seq_len)
     rope_type, params = _check_scaling(scaling, base)
     inv_freq, attention_factor = ROPE_SCALINGS[rope_type](head_dim, base, params, seq_len)
     return inv_freq, float(attention_factor)
@@ -413,7 +384,7 @@ def heldout_token_stream(tokenizer, n_tokens: int, *, seed: int = 1234) -> torch
     """n_tokens of held-out text (pretraining_corpus with another seed, documents joined by EOS): (n_tokens,)."""
     from .data import pretraining_corpus
 
-    _check_pos_int("n_tokens", n_tokens)
+    check_int("n_tokens", n_tokens)
     ids, n_docs = [], 0
     while len(ids) < n_tokens:
         docs = pretraining_corpus(n_docs + 256, seed=seed)[n_docs:]  # same seed -> same prefix of documents
@@ -428,7 +399,7 @@ def row_position_nll(model, rows: torch.Tensor, batch_size: int = 8) -> torch.Te
     """Next-token cross-entropy (nats) of every row at every position: rows (N, T) -> (N, T-1)."""
     if not isinstance(rows, torch.Tensor) or rows.dim() != 2 or rows.shape[1] < 2:
         raise TypeError("rows must be a (N, T) tensor of token ids with T >= 2")
-    _check_pos_int("batch_size", batch_size)
+    check_int("batch_size", batch_size)
     dev = next(model.parameters()).device
     out = []
     for i in range(0, len(rows), batch_size):
@@ -510,10 +481,9 @@ def extrapolation_study(model, stream: torch.Tensor, multiples=(1, 2, 4, 8), met
 def finetune_with_scaling(model, rows: torch.Tensor, scaling: dict | None, *, steps: int, batch_size: int = 4,
                           lr: float = 3e-4, generator: torch.Generator | None = None) -> tuple[object, list[float]]:
     """A copy of `model` with `scaling` applied, trained `steps` AdamW steps on random rows (N, T); (model, losses)."""
-    _check_pos_int("steps", steps)
-    _check_pos_int("batch_size", batch_size)
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    check_int("steps", steps)
+    check_int("batch_size", batch_size)
+    check_number("lr", lr, 0, low_open=True)
     tuned = copy.deepcopy(model)
     set_rope_scaling(tuned, scaling, seq_len=rows.shape[1])
     tuned.train()
@@ -534,7 +504,7 @@ def finetune_with_scaling(model, rows: torch.Tensor, scaling: dict | None, *, st
 
 def with_sliding_window(model, window: int):
     """A copy of a transformers Qwen/Llama-style model whose every layer uses sliding-window attention of `window`."""
-    _check_pos_int("window", window)
+    check_int("window", window)
     cfg = copy.deepcopy(model.config)
     cfg.sliding_window = window
     cfg.use_sliding_window = True
@@ -543,3 +513,18 @@ def with_sliding_window(model, window: int):
     new = type(model)(cfg)
     new.load_state_dict(model.state_dict())
     return new.to(next(model.parameters()).device).eval()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# argument checks
+
+
+def _check_head_dim(head_dim) -> int:
+    check_int("head_dim", head_dim, 2)
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even (RoPE rotates pairs of dimensions), got {head_dim}")
+    return head_dim
+
+
+def _check_base(base) -> float:
+    return check_number("base", base, 1, low_open=True, allowed="> 1")

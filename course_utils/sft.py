@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from .data import TASK_FAMILIES, Task, check_answer, make_eval_tasks, make_sft_conversations, task_to_messages
+from .checks import check_choice, check_int, check_items
+from .data import Task, check_answer, make_eval_tasks, make_sft_conversations
+from .evaluation import accuracy_table, correct_by_family, family_accuracy, majority_baselines  # noqa: F401
 from .train import random_batches
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips (same as transformers / trl)
@@ -67,8 +68,8 @@ def build_sft_example(tokenizer, messages: list[dict], max_length: int | None = 
     The assistant spans come from rendering the conversation prefix by prefix; the labels are not shifted
     (the model predicts labels[t+1] from input_ids[:t+1], as in transformers).
     """
-    if max_length is not None and (not isinstance(max_length, int) or max_length < 2):
-        raise ValueError(f"max_length must be None or an int >= 2, got {max_length!r}")
+    if max_length is not None:
+        check_int("max_length", max_length, 2, allowed="None or an int >= 2")
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("tokenizer must be a fast (Rust) tokenizer: offsets are needed to align labels")
     text, spans = assistant_char_spans(tokenizer, messages)
@@ -100,8 +101,7 @@ def pack(examples: list[dict], seq_len: int, pad_token_id: int) -> dict[str, tor
 
     Returns input_ids, labels, position_ids (restart at 0 for each example) and doc_ids (-1 on padding), each (N, seq_len).
     """
-    if not isinstance(seq_len, int) or seq_len < 2:
-        raise ValueError(f"seq_len must be an int >= 2, got {seq_len!r}")
+    check_int("seq_len", seq_len, 2)
     too_long = [len(e["input_ids"]) for e in examples if len(e["input_ids"]) > seq_len]
     if too_long:
         raise ValueError(f"seq_len={seq_len} is smaller than an example ({max(too_long)} tokens)")
@@ -201,10 +201,8 @@ PROMPT_FORMATS = {"chat": _chat_prompt, "prose": _prose_prompt}
 def generate_replies(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 40, batch_size: int = 64,
                      prompt_format: str = "chat") -> list[str]:
     """Greedy replies to user prompts (stop at <|im_end|> / EOS), decoded without special tokens."""
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if prompt_format not in PROMPT_FORMATS:
-        raise ValueError(f"prompt_format must be one of {list(PROMPT_FORMATS)}, got {prompt_format!r}")
+    check_int("max_new_tokens", max_new_tokens)
+    check_choice("prompt_format", prompt_format, list(PROMPT_FORMATS))
     dev = next(model.parameters()).device
     was_training, old_side = model.training, tokenizer.padding_side
     model.eval()
@@ -230,68 +228,11 @@ def generate_replies(model, tokenizer, prompts: list[str], *, max_new_tokens: in
 def evaluate_tasks(model, tokenizer, tasks: list[Task], *, max_new_tokens: int = 40, batch_size: int = 64,
                    prompt_format: str = "chat") -> EvalResult:
     """Exact-match accuracy of greedy replies on `tasks`, per family and overall."""
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
+    check_items("tasks", tasks, Task, "data.Task")
     replies = generate_replies(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=max_new_tokens,
                                batch_size=batch_size, prompt_format=prompt_format)
     correct = [check_answer(t, r) for t, r in zip(tasks, replies)]
-    fams = [f for f in TASK_FAMILIES if any(t.family == f for t in tasks)]
-    per = {f: sum(c for t, c in zip(tasks, correct) if t.family == f) / sum(t.family == f for t in tasks) for f in fams}
-    return EvalResult(per, sum(correct) / len(correct), replies, correct)
-
-
-def correct_by_family(tasks: list[Task], correct: list) -> dict[str, list[bool]]:
-    """0/1 per task grouped by family (families in TASK_FAMILIES order), e.g. for stats.check_gain per family."""
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
-    if len(correct) != len(tasks):
-        raise ValueError(f"correct must have one entry per task: {len(correct)} for {len(tasks)} tasks")
-    out = {f: [bool(c) for t, c in zip(tasks, correct) if t.family == f] for f in TASK_FAMILIES}
-    return {f: v for f, v in out.items() if v}
-
-
-def majority_baselines(tasks: list[Task]) -> dict[str, tuple[str, float]]:
-    """Per family: the most common answer among `tasks` and the accuracy of always giving it."""
-    from .stats import majority_baseline
-
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise ValueError("tasks must be a non-empty list of data.Task")
-    fams = [f for f in TASK_FAMILIES if any(t.family == f for t in tasks)]
-    return {f: majority_baseline([t.answer for t in tasks if t.family == f]) for f in fams}
-
-
-def accuracy_table(tasks: list[Task], results: dict[str, EvalResult]) -> str:
-    """Per family: n, the majority-answer baseline, then each run's accuracy with its 95 % (Wilson) interval.
-
-    `results` maps a column name to an EvalResult on exactly `tasks`; the last row is all families together
-    (its baseline: each family's majority answer, weighted by the family's share of the tasks).
-    """
-    from .stats import binomial_ci
-
-    if not isinstance(results, dict) or not results:
-        raise ValueError("results must be a non-empty dict {column name: EvalResult}")
-    for name, res in results.items():
-        if not isinstance(res, EvalResult) or len(res.correct) != len(tasks):
-            raise ValueError(f"results[{name!r}] must be an EvalResult on the same {len(tasks)} tasks")
-    base = majority_baselines(tasks)
-    per_col = {name: correct_by_family(tasks, res.correct) for name, res in results.items()}
-    sizes = {f: sum(t.family == f for t in tasks) for f in base}
-    width = max(18, *(len(name) for name in results))
-    lines = [f"{'family':9s} {'n':>4s}  {'majority answer':>15s}  " + "  ".join(f"{n:>{width}s}" for n in results)]
-    for f in [*base, "overall"]:
-        n_f = len(tasks) if f == "overall" else sizes[f]
-        if f == "overall":
-            maj = f"{'':7s} {sum(base[g][1] * sizes[g] for g in base) / n_f:7.3f}"
-        else:
-            answer = base[f][0] if len(base[f][0]) <= 7 else base[f][0][:6] + "…"
-            maj = f"{answer:>7s} {base[f][1]:7.3f}"
-        cells = []
-        for groups in per_col.values():
-            k = sum(sum(v) for v in groups.values()) if f == "overall" else sum(groups[f])
-            low, high = binomial_ci(k, n_f)
-            cells.append(f"{k / n_f:.2f} [{low:.2f}, {high:.2f}]".rjust(width))
-        lines.append(f"{f:9s} {n_f:4d}  {maj}  " + "  ".join(cells))
-    return "\n".join(lines)
+    return EvalResult(family_accuracy(tasks, correct), sum(correct) / len(correct), replies, correct)
 
 
 # ---- LoRA through peft (course_utils.lora has the from-scratch version) ---------------------------
@@ -301,8 +242,7 @@ def add_peft_lora(model, r: int = 8, alpha: int = 16, dropout: float = 0.0,
     """Wrap `model` with peft LoRA adapters (base weights frozen); returns the PeftModel."""
     from peft import LoraConfig, get_peft_model
 
-    if not isinstance(r, int) or r < 1:
-        raise ValueError(f"r must be a positive int, got {r!r}")
+    check_int("r", r)
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                      task_type="CAUSAL_LM")
     return get_peft_model(model, cfg)

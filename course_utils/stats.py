@@ -15,12 +15,13 @@ from statistics import NormalDist
 from typing import Sequence
 
 from . import book
+from .checks import check_int, check_number
 from .env import profile
+
 
 def _z(level: float) -> float:
     """Two-sided normal quantile: 1.96 for level 0.95."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    check_number("level", level, 0, 1, low_open=True, high_open=True)
     return NormalDist().inv_cdf(0.5 + level / 2)
 
 
@@ -30,8 +31,7 @@ def binomial_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, flo
     >>> [round(x, 3) for x in binomial_ci(8, 10)]
     [0.49, 0.943]
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_int("n", n)
     if not 0 <= successes <= n:
         raise ValueError(f"successes must be in [0, n={n}], got {successes!r}")
     z = _z(level)
@@ -45,8 +45,7 @@ def binomial_se(p: float, n: int) -> float:
     """Standard error of an accuracy p measured on n independent problems: sqrt(p (1 - p) / n)."""
     if not 0 <= p <= 1:
         raise ValueError(f"p must be in [0, 1], got {p!r}")
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_int("n", n)
     return math.sqrt(p * (1 - p) / n)
 
 

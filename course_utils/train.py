@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .checks import check_int, check_number
+
 
 @dataclass
 class TrainConfig:
@@ -92,8 +94,7 @@ def random_batches(examples: list, batch_size: int, collate: Callable[[list], di
     """
     if not examples:
         raise ValueError("examples must be non-empty")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int("batch_size", batch_size)
 
     def batch_fn(step: int) -> dict:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -293,14 +294,12 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] 
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
     for name in ("steps", "grad_accum"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            raise ValueError(f"cfg.{name} must be a positive int, got {getattr(cfg, name)!r}")
-    if not cfg.lr > 0:
-        raise ValueError(f"cfg.lr must be > 0, got {cfg.lr!r}")
+        check_int(f"cfg.{name}", getattr(cfg, name))
+    check_number("cfg.lr", cfg.lr, 0, low_open=True)
     if (cfg.save_every or resume) and cfg.checkpoint_dir is None:
         raise ValueError("cfg.checkpoint_dir must be set to save checkpoints or resume")
-    if stop_at_step is not None and not (isinstance(stop_at_step, int) and 0 < stop_at_step <= cfg.steps):
-        raise ValueError(f"stop_at_step must be None or an int in [1, {cfg.steps}], got {stop_at_step!r}")
+    if stop_at_step is not None:
+        check_int("stop_at_step", stop_at_step, 1, cfg.steps, allowed=f"None or an int in [1, {cfg.steps}]")
     if not callable(data) and not hasattr(data, "__iter__"):
         raise TypeError(f"data must be a function step -> batch or an iterable of batches, got {type(data).__name__}")
 

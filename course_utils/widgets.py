@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .checks import check_int
+
 
 def safe_callback(output, fn: Callable) -> Callable:
     """Wrap a widget callback: run `fn` inside `output` (an ipywidgets.Output), showing any error as text."""
@@ -35,8 +37,7 @@ def attention_explorer(model, tokenizer, text: str = "Once upon a time, there wa
 
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+    check_int("max_tokens", max_tokens)
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
     box = W.Text(value=text, description="text", layout=W.Layout(width="90%"), continuous_update=False)
     layer = W.IntSlider(value=0, min=0, max=n_layers - 1, description="layer")
@@ -78,8 +79,7 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30
 
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    check_int("max_new_tokens", max_new_tokens)
     device = next(model.parameters()).device
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
     with torch.no_grad():

@@ -14,20 +14,18 @@ A run resumes from the latest complete checkpoint in <out_dir>/checkpoints unles
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
-from . import check_families, process_device, read_config
 from .. import dpo
+from ..checks import check_choice
 from ..data import TASK_FAMILIES, make_eval_tasks, make_tasks
 from ..train import TrainConfig, train
-from .sft import init_distributed
+from .common import (check_families, init_distributed, lab_main, loss_summary, micro_batch, process_device,
+                     read_config, resolve_model)
 
 
 @dataclass
@@ -68,19 +66,8 @@ def load_config(path: str | os.PathLike | None, **overrides) -> DPOLabConfig:
     if not isinstance(cfg.online, bool):
         raise ValueError(f"online must be true or false, got {cfg.online!r}")
     check_families("online_families", cfg.online_families)
-    if cfg.method not in dpo.PREFERENCE_METHODS:
-        raise ValueError(f"method must be one of {list(dpo.PREFERENCE_METHODS)}, got {cfg.method!r}")
+    check_choice("method", cfg.method, list(dpo.PREFERENCE_METHODS))
     return cfg
-
-
-def resolve_model(name: str) -> str:
-    """A bare name that is a folder under data/ (e.g. "course-tiny-sft") becomes that folder; else unchanged."""
-    from ..env import REPO_ROOT
-
-    local = REPO_ROOT / "data" / name
-    if name not in ("course-tiny", "minilm") and not Path(name).is_dir() and (local / "config.json").exists():
-        return str(local)
-    return name
 
 
 def shard_pairs(global_batch_fn, rank: int, world: int):
@@ -99,14 +86,11 @@ def run(cfg: DPOLabConfig, *, resume: bool = True, stop_at_step: int | None = No
     from ..models import load_model
 
     rank, world = init_distributed()
-    if cfg.global_batch_size % (world * cfg.grad_accum):
-        raise ValueError(f"global_batch_size={cfg.global_batch_size} must be divisible by world_size x grad_accum "
-                         f"= {world} x {cfg.grad_accum}")
+    micro = micro_batch(cfg, world)  # pairs per micro-step over all ranks
     dev = process_device(cfg, world)
     model, tok = load_model(resolve_model(cfg.model), device=dev)
     pcfg = dpo.PreferenceConfig(cfg.method, beta=cfg.beta, gamma=cfg.gamma, label_smoothing=cfg.label_smoothing)
     ref_model = dpo.frozen_copy(model) if cfg.method == "dpo" else None  # the starting policy, before any resume
-    micro = cfg.global_batch_size // cfg.grad_accum  # pairs per micro-step over all ranks
     eval_families = cfg.online_families if cfg.online else list(TASK_FAMILIES)
     held_tasks = make_eval_tasks(cfg.eval_tasks, "test", seed=cfg.seed + 1, families=eval_families) if cfg.eval_tasks else []
     if cfg.online:  # each rank samples its own pairs with its own seed
@@ -145,28 +129,20 @@ def run(cfg: DPOLabConfig, *, resume: bool = True, stop_at_step: int | None = No
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="JSON file with DPOLabConfig fields")
-    parser.add_argument("--out-dir", help="override out_dir")
-    parser.add_argument("--steps", type=int, help="override steps")
-    parser.add_argument("--stop-at", type=int, help="stop after this many steps (the schedule still spans --steps)")
-    parser.add_argument("--no-resume", action="store_true", help="start fresh even if checkpoints exist")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, out_dir=args.out_dir, steps=args.steps)
-    summary = run(cfg, resume=not args.no_resume, stop_at_step=args.stop_at)
-    if summary["rank"] == 0:
-        shown = {k: summary[k] for k in ("world_size", "step", "resumed_from", "seconds")}
-        shown["final_loss"] = round(summary["losses"][-1], 4)
-        shown["reward_acc"] = round(summary["metrics"][-1].get("acc", float("nan")), 3)
-        for key in ("held_out", "held_out_accuracy"):
-            if key in summary:
-                shown[key] = {k: round(v, 3) for k, v in summary[key].items()}
-        print(json.dumps(shown))
-    import torch.distributed as dist
+def summary_line(summary: dict) -> dict:
+    """What the script prints last: world size, step, resume step, seconds, final loss, reward accuracy (and the
+    held-out numbers)."""
+    shown = loss_summary(summary, ("world_size", "step", "resumed_from", "seconds"))
+    shown["reward_acc"] = round(summary["metrics"][-1].get("acc", float("nan")), 3)
+    for key in ("held_out", "held_out_accuracy"):
+        if key in summary:
+            shown[key] = {k: round(v, 3) for k, v in summary[key].items()}
+    return shown
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+
+def main(argv: list[str] | None = None) -> None:
+    lab_main(argv, doc=__doc__, config_cls=DPOLabConfig, load_config=load_config, run=run, summary_line=summary_line,
+             stop_at_help="stop after this many steps (the schedule still spans --steps)")
 
 
 if __name__ == "__main__":

@@ -12,22 +12,18 @@ resumed run draws the same batches as an uninterrupted one.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
-from . import check_families, process_device, read_config
 from .. import grpo
+from ..checks import check_choice
 from ..data import make_eval_tasks, make_tasks
 from ..rewards import ALL_REWARD_FUNCS, REWARD_FUNCS
 from ..train import _prune
-from .dpo import resolve_model
-from .sft import init_distributed
+from .common import check_families, init_distributed, lab_main, process_device, read_config, resolve_model
 
 REWARD_SETS = {"default": REWARD_FUNCS, "all": ALL_REWARD_FUNCS}  # "all" adds the partial-credit digits reward
 
@@ -70,8 +66,7 @@ _GRPO_FIELDS = ("steps", "prompts_per_step", "group_size", "max_new_tokens", "te
 def load_config(path: str | os.PathLike | None, **overrides) -> GRPOLabConfig:
     """GRPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
     cfg = read_config(GRPOLabConfig, path, overrides, {"n_train": 1})
-    if cfg.rewards not in REWARD_SETS:
-        raise ValueError(f"rewards must be one of {list(REWARD_SETS)}, got {cfg.rewards!r}")
+    check_choice("rewards", cfg.rewards, list(REWARD_SETS))
     check_families("families", cfg.families)
     grpo._check_config(grpo_config(cfg))  # steps, group_size, lr, loss_type, ... named as cfg.<field>
     return cfg
@@ -114,23 +109,21 @@ def run(cfg: GRPOLabConfig, *, resume: bool = True, stop_at_step: int | None = N
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="JSON file with GRPOLabConfig fields")
-    parser.add_argument("--out-dir", help="override out_dir")
-    parser.add_argument("--steps", type=int, help="override steps")
-    parser.add_argument("--stop-at", type=int, help="stop after this many rounds (a simulated interruption)")
-    parser.add_argument("--no-resume", action="store_true", help="start fresh even if checkpoints exist")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, out_dir=args.out_dir, steps=args.steps)
-    summary = run(cfg, resume=not args.no_resume, stop_at_step=args.stop_at)
+def summary_line(summary: dict) -> dict:
+    """What the script prints last: step, resume step, seconds, the last round's reward and KL, first and last
+    held-out accuracy."""
     last = next((h for h in reversed(summary["history"]) if "reward" in h), {})
     evals = [h for h in summary["history"] if "eval_acc" in h]
     shown = {k: summary[k] for k in ("step", "resumed_from", "seconds")}
     shown.update({k: round(last[k], 4) for k in ("reward", "kl") if k in last})
     if evals:
         shown["eval_acc"] = [evals[0]["eval_acc"], evals[-1]["eval_acc"]]
-    print(json.dumps(shown))
+    return shown
+
+
+def main(argv: list[str] | None = None) -> None:
+    lab_main(argv, doc=__doc__, config_cls=GRPOLabConfig, load_config=load_config, run=run, summary_line=summary_line,
+             stop_at_help="stop after this many rounds (a simulated interruption)")
 
 
 if __name__ == "__main__":

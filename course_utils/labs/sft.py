@@ -11,19 +11,16 @@ A run resumes from the latest complete checkpoint in <out_dir>/checkpoints unles
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
-from . import process_device, read_config
 from .. import sft
 from ..data import make_eval_tasks, make_sft_conversations
-from ..train import TrainConfig, dist_info, train
+from ..train import TrainConfig, train
+from .common import init_distributed, lab_main, loss_summary, micro_batch, process_device, read_config
 
 
 @dataclass
@@ -57,20 +54,6 @@ def load_config(path: str | os.PathLike | None, **overrides) -> SFTLabConfig:
                        {"n_train": 1, "steps": 1, "global_batch_size": 1, "grad_accum": 1})
 
 
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun / accelerate launch describe in the environment; (rank, world_size)."""
-    import torch.distributed as dist
-
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" or \
-            os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        raise RuntimeError("this script is data parallel (DDP) only; FSDP and DeepSpeed configs are for "
-                           "Accelerator-based trainers such as trl's SFTTrainer -- see configs/accelerate/README.md")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("COURSE_DDP_BACKEND") != "gloo"
-                                else "gloo")
-    return dist_info()
-
-
 def shard_batch_fn(global_batch_fn, rank: int, world: int):
     """step -> this rank's rows of the global batch, plus the global count of labelled tokens."""
     def batch_fn(step: int) -> dict:
@@ -99,15 +82,12 @@ def run(cfg: SFTLabConfig, *, resume: bool = True) -> dict:
     from ..models import load_model
 
     rank, world = init_distributed()
-    if cfg.global_batch_size % (world * cfg.grad_accum):
-        raise ValueError(f"global_batch_size={cfg.global_batch_size} must be divisible by world_size x grad_accum "
-                         f"= {world} x {cfg.grad_accum}")
+    micro = micro_batch(cfg, world)  # conversations per micro-step over all ranks
     dev = process_device(cfg, world)
     model, tok = load_model(cfg.model, device=dev)
     if cfg.lora_r:
         model = sft.add_peft_lora(model, r=cfg.lora_r, alpha=2 * cfg.lora_r)
     examples = [sft.build_sft_example(tok, c) for c in make_sft_conversations(cfg.n_train, "train", seed=cfg.seed)]
-    micro = cfg.global_batch_size // cfg.grad_accum  # conversations per micro-step over all ranks
     batch_fn = shard_batch_fn(sft.make_batch_fn(examples, micro, tok.pad_token_id, seed=cfg.seed), rank, world)
     out = Path(cfg.out_dir)
     tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
@@ -132,23 +112,14 @@ def run(cfg: SFTLabConfig, *, resume: bool = True) -> dict:
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="JSON file with SFTLabConfig fields")
-    parser.add_argument("--out-dir", help="override out_dir")
-    parser.add_argument("--steps", type=int, help="override steps")
-    parser.add_argument("--no-resume", action="store_true", help="start fresh even if checkpoints exist")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, out_dir=args.out_dir, steps=args.steps)
-    summary = run(cfg, resume=not args.no_resume)
-    if summary["rank"] == 0:
-        shown = {k: summary[k] for k in ("world_size", "resumed_from", "seconds") if k in summary}
-        shown["final_loss"] = round(summary["losses"][-1], 4)
-        print(json.dumps({**shown, **{k: summary[k] for k in ("accuracy_before", "accuracy_after") if k in summary}}))
-    import torch.distributed as dist
+def summary_line(summary: dict) -> dict:
+    """What the script prints last: world size, resume step, seconds, final loss (and accuracy before/after)."""
+    return loss_summary(summary, ("world_size", "resumed_from", "seconds")) | {
+        k: summary[k] for k in ("accuracy_before", "accuracy_after") if k in summary}
 
-    if dist.is_initialized():
-        dist.destroy_process_group()
+
+def main(argv: list[str] | None = None) -> None:
+    lab_main(argv, doc=__doc__, config_cls=SFTLabConfig, load_config=load_config, run=run, summary_line=summary_line)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,17 @@
+"""Attention from scratch, in the order of lecture 01.
+
+- mechanism: scaled dot-product attention, masks, MHA/GQA/MQA with a KV cache, the cache's size in bytes;
+- efficient: the online softmax, tiled (FlashAttention-style) attention and linear attention;
+- measure: what the lecture measures with them (the sqrt(d_k) study, KV-cache speed-up, time and memory per
+  variant, attention maps of a real model).
+
+Conventions: shapes use B batch, H heads, T query length, S key length, D head dim. Masks are boolean with
+True = may attend. Entropies are in nats. Every name is importable from here: `from course_utils import attention`.
+"""
+
+from .mechanism import (DEEPSEEK_V2_MLA, Attention, KVCache, attention_entropy, causal_mask,  # noqa: F401
+                        kv_cache_bytes, mla_cache_bytes, padding_mask, repeat_kv, scaled_dot_product_attention,
+                        sliding_window_mask)
+from .efficient import linear_attention, linear_attention_weights, online_softmax, tiled_attention  # noqa: F401
+from .measure import (ATTENTION_VARIANTS, attention_maps, benchmark_attention, greedy_decode,  # noqa: F401
+                      kv_cache_speedup, peak_memory_bytes, scaling_study)

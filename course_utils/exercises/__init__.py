@@ -1,0 +1,19 @@
+"""Exercise checks: `check_*(your_function)` tests a student's function on fresh random inputs.
+
+Each check prints one friendly line and returns True (passed) or False (wrong or not implemented yet);
+it never raises, so an unfilled stub does not stop the notebook. One module per lecture: setup (00),
+attention (01), norms (02), positional (03), moe (04), decoding (05), lora (06), sft (07), dpo (08), grpo (09).
+"""
+
+from .runner import call, compare, run_check  # noqa: F401
+from .setup import check_softmax  # noqa: F401
+from .attention import check_causal_attention, check_repeat_kv, check_sharpest_head  # noqa: F401
+from .norms import check_rms_norm, check_layer_norm, check_swiglu  # noqa: F401
+from .positional import check_apply_rope, check_alibi_slopes, check_ntk_inv_freq  # noqa: F401
+from .moe import (check_active_params, check_capacity_keep_mask, check_load_balancing_loss,  # noqa: F401
+                  check_top_k_routing)
+from .decoding import check_top_p, check_repetition_penalty, check_majority_vote  # noqa: F401
+from .lora import check_lora_param_count, check_lora_forward, check_dequantize_nf4  # noqa: F401
+from .sft import check_label_masking, check_sft_loss, check_packed_mask  # noqa: F401
+from .dpo import check_dpo_loss, check_simpo_loss, check_completion_logprob  # noqa: F401
+from .grpo import check_group_advantages, check_k3_kl, check_clipped_surrogate  # noqa: F401

@@ -1,0 +1,84 @@
+"""Lecture 08 (DPO lab) exercise checks: DPO loss, SimPO loss, completion log-prob."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .runner import call, compare, run_check
+
+
+def check_dpo_loss(dpo_loss_fn: Callable, trials: int = 4) -> bool:
+    """dpo_loss_fn(pc, pr, rc, rr, beta) -> per-pair losses (B,) = -log σ(β[(pc - rc) - (pr - rr)])."""
+    def trial():
+        gen = torch.Generator().manual_seed(808)
+        for t in range(trials):
+            B, beta = 2 + 3 * t, [0.1, 0.5, 1.0, 3.0][t % 4]
+            pc, pr, rc, rr = (-30 * torch.rand(B, generator=gen, dtype=torch.float64) for _ in range(4))
+            expected = -F.logsigmoid(beta * ((pc - rc) - (pr - rr)))
+            got = call(dpo_loss_fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
+            if isinstance(got, tuple):
+                got = got[0]
+            problem = compare("losses", got, expected, atol=1e-6)
+            if problem:
+                hint = ""
+                if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+                    if torch.allclose(got.double(), -F.logsigmoid(-beta * ((pc - rc) - (pr - rr))), atol=1e-6):
+                        hint = " (sign flipped: the chosen log-ratio comes first)"
+                    elif torch.allclose(got.double(), -F.logsigmoid((pc - rc) - (pr - rr)), atol=1e-6):
+                        hint = " (multiply the log-ratio difference by beta)"
+                return problem + f" (trial {t}, B={B}, beta={beta}){hint}"
+        return None
+    return run_check("DPO loss", trial)
+
+
+def check_simpo_loss(simpo_loss_fn: Callable, trials: int = 4) -> bool:
+    """simpo_loss_fn(chosen_avg, rejected_avg, beta, gamma) -> per-pair losses (B,) = -log σ(β·c - β·r - γ)."""
+    def trial():
+        gen = torch.Generator().manual_seed(809)
+        for t in range(trials):
+            B, beta, gamma = 3 + t, [2.0, 2.5, 1.0, 10.0][t % 4], [0.5, 1.0, 0.0, 3.0][t % 4]
+            c, r = (-3 * torch.rand(B, generator=gen, dtype=torch.float64) for _ in range(2))
+            expected = -F.logsigmoid(beta * c - beta * r - gamma)
+            got = call(simpo_loss_fn, c.clone(), r.clone(), beta, gamma)
+            if isinstance(got, tuple):
+                got = got[0]
+            problem = compare("losses", got, expected, atol=1e-6)
+            if problem:
+                hint = ""
+                if isinstance(got, torch.Tensor) and got.shape == expected.shape and torch.allclose(
+                        got.double(), -F.logsigmoid(beta * (c - r - gamma)), atol=1e-6):
+                    hint = " (gamma is in reward units: subtract it after multiplying by beta)"
+                return problem + f" (trial {t}, beta={beta}, gamma={gamma}){hint}"
+        return None
+    return run_check("SimPO loss", trial)
+
+
+def check_completion_logprob(completion_logprob: Callable, trials: int = 4) -> bool:
+    """completion_logprob(logits (B, T, V), input_ids (B, T), loss_mask (B, T)) -> (B,) summed log p of the masked
+    tokens, where token t is predicted by logits at position t-1; compared with a float64 gather."""
+    def trial():
+        gen = torch.Generator().manual_seed(810)
+        for t in range(trials):
+            B, T, V = 1 + t, 5 + 2 * t, 7 + t
+            logits = torch.randn(B, T, V, generator=gen, dtype=torch.float64) * (1 + 5 * t)
+            ids = torch.randint(0, V, (B, T), generator=gen)
+            mask = torch.zeros(B, T, dtype=torch.bool)
+            for b in range(B):
+                start = int(torch.randint(1, T - 1, (1,), generator=gen))
+                mask[b, start:T - int(torch.randint(0, 2, (1,), generator=gen))] = True
+            logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+            expected = (logp * mask[:, 1:]).sum(-1)
+            problem = compare("completion log-prob", call(completion_logprob, logits.clone(), ids.clone(), mask.clone()),
+                              expected, atol=1e-6)
+            if problem:
+                unshifted = torch.log_softmax(logits, -1).gather(-1, ids[..., None]).squeeze(-1)
+                got = completion_logprob(logits.clone(), ids.clone(), mask.clone())
+                hint = (" (shift by one: logits[:, t-1] predict input_ids[:, t])"
+                        if isinstance(got, torch.Tensor) and torch.allclose(got.double(), (unshifted * mask).sum(-1), atol=1e-6)
+                        else "")
+                return problem + f" (trial {t}, shape {(B, T, V)}){hint}"
+        return None
+    return run_check("completion log-prob", trial)

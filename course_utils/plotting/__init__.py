@@ -1,0 +1,18 @@
+"""Pure plotting helpers: each returns (fig, ax) and never writes files.
+
+One module per lecture: attention (01), norms (02), positional (03), moe (04), decoding (05), lora (06, with the
+memory plots), sft (07), dpo (08), grpo (09); figure.new_figure is the figure they all draw on.
+"""
+
+from .figure import new_figure  # noqa: F401
+from .attention import (plot_attention_weights, plot_masks, plot_scaling_study, plot_entropy_grid,  # noqa: F401
+                        plot_attention_cost)
+from .norms import plot_norm_axes, plot_grad_norms, plot_norm_loss_curves, plot_activations  # noqa: F401
+from .positional import (plot_position_matrix, plot_rope_wavelengths, plot_t5_buckets,  # noqa: F401
+                         plot_extrapolation, plot_position_loss)
+from .moe import plot_expert_share, plot_drop_vs_capacity  # noqa: F401
+from .decoding import plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n  # noqa: F401
+from .lora import plot_memory_breakdown, plot_rank_sweep, plot_quant_error  # noqa: F401
+from .sft import plot_loss_curves, plot_family_accuracy, plot_attention_mask  # noqa: F401
+from .dpo import plot_preference_runs  # noqa: F401
+from .grpo import plot_grpo_history, plot_reward_curves, plot_token_weights, plot_test_time_compute  # noqa: F401

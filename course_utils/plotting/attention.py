@@ -1,0 +1,105 @@
+"""Lecture 01 (attention) plots: weight heatmaps, masks, the sqrt(d_k) study, entropy grids, cost curves."""
+
+from __future__ import annotations
+
+import torch
+
+from .figure import new_figure
+
+
+def plot_attention_weights(weights, tokens_q=None, tokens_k=None, *, ax=None, title: str = "", vmax=None):
+    """Heatmap of one attention matrix weights (T, S), rows = queries, columns = keys; token labels optional."""
+    w = weights.detach().float().cpu() if isinstance(weights, torch.Tensor) else torch.as_tensor(weights).float()
+    if w.dim() != 2:
+        raise ValueError(f"weights must be a (T, S) matrix, got shape {tuple(w.shape)}")
+    for name, toks, n in (("tokens_q", tokens_q, w.shape[0]), ("tokens_k", tokens_k, w.shape[1])):
+        if toks is not None and len(toks) != n:
+            raise ValueError(f"{name} must have {n} labels to match weights {tuple(w.shape)}, got {len(toks)}")
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=4.5, height=4.0)
+    im = ax.imshow(w.numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    small = max(w.shape) <= 40
+    if tokens_k is not None and small:
+        ax.set_xticks(range(len(tokens_k)), [repr(t)[1:-1] for t in tokens_k], rotation=90, fontsize=7)
+    if tokens_q is not None and small:
+        ax.set_yticks(range(len(tokens_q)), [repr(t)[1:-1] for t in tokens_q], fontsize=7)
+    ax.set_xlabel("key")
+    ax.set_ylabel("query")
+    ax.set_title(title)
+    return fig, ax
+
+
+def plot_masks(masks: dict):
+    """One panel per boolean mask (T, S), True = may attend (drawn light)."""
+    if not masks:
+        raise ValueError("masks must be a non-empty dict of name -> (T, S) boolean tensor")
+    fig, axes = new_figure(1, len(masks), width=3.0, height=3.0)
+    axes = [axes] if len(masks) == 1 else list(axes)
+    for ax, (name, m) in zip(axes, masks.items()):
+        ax.imshow(m.float().cpu().numpy(), cmap="Greys_r", vmin=0, vmax=1)
+        ax.set_title(name)
+        ax.set_xlabel("key j")
+        ax.set_ylabel("query i")
+    return fig, axes
+
+
+def plot_scaling_study(unscaled: dict, scaled: dict):
+    """Three panels vs d_k: Var(q·k), mean softmax entropy and softmax-Jacobian norm, with and without 1/sqrt(d_k)."""
+    fig, axes = new_figure(1, 3, width=4.0, height=3.2)
+    d = unscaled["d_k"]
+    axes[0].loglog(d, unscaled["dot_var"], "o-", label="Var(q·k)")
+    axes[0].loglog(d, d, "k--", lw=1, label="y = d_k")
+    axes[0].set_title("variance of q·k")
+    for key, ax, title in (("entropy", axes[1], "softmax entropy (nats)"),
+                           ("jacobian_norm", axes[2], "‖softmax Jacobian‖_F")):
+        ax.semilogx(d, unscaled[key], "o-", label="q·k (unscaled)")
+        ax.semilogx(d, scaled[key], "s-", label="q·k / sqrt(d_k)")
+        ax.set_title(title)
+    for ax in axes:
+        ax.set_xlabel("d_k")
+        ax.legend(fontsize=8)
+    return fig, axes
+
+
+def plot_entropy_grid(entropy, *, uniform: float | None = None, ax=None, title: str = ""):
+    """Layers × heads grid of mean attention entropy (nats), each cell annotated; `uniform` is noted in the title."""
+    e = entropy.detach().float().cpu() if isinstance(entropy, torch.Tensor) else torch.as_tensor(entropy).float()
+    if e.dim() != 2:
+        raise ValueError(f"entropy must be a (layers, heads) grid, got shape {tuple(e.shape)}")
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=0.6 * e.shape[1] + 2.5, height=0.5 * e.shape[0] + 1.5)
+    im = ax.imshow(e.numpy(), cmap="magma", vmin=0.0, vmax=uniform, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    for (i, j), val in ((ij, e[ij].item()) for ij in [(i, j) for i in range(e.shape[0]) for j in range(e.shape[1])]):
+        ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if uniform is None or val < 0.6 * uniform else "black")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(e.shape[1]))
+    ax.set_yticks(range(e.shape[0]))
+    ax.set_title(title + (f"  (uniform = {uniform:.2f})" if uniform is not None else ""))
+    return fig, ax
+
+
+def plot_attention_cost(rows: list, *, quadratic_ref: bool = True):
+    """Log-log time (ms) and peak memory (MiB) vs sequence length T for each variant; dashed line ∝ T²."""
+    if not rows:
+        raise ValueError("rows must be a non-empty list of dicts with variant, T, ms, peak_bytes")
+    fig, axes = new_figure(1, 2, width=5.0, height=3.6)
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    for name in variants:
+        rs = [r for r in rows if r["variant"] == name]
+        T = [r["T"] for r in rs]
+        axes[0].loglog(T, [r["ms"] for r in rs], "o-", label=name)
+        axes[1].loglog(T, [max(r["peak_bytes"], 1.0) / 2**20 for r in rs], "o-", label=name)
+    if quadratic_ref:
+        T = sorted({r["T"] for r in rows})
+        scores = {r["T"]: r["scores_bytes"] for r in rows}
+        axes[1].loglog(T, [scores[t] / 2**20 for t in T], "k--", lw=1, label="one T×T score matrix")
+    axes[0].set_title("time per call")
+    axes[0].set_ylabel("ms")
+    axes[1].set_title("peak extra memory")
+    axes[1].set_ylabel("MiB")
+    for ax in axes:
+        ax.set_xlabel("sequence length T")
+        ax.legend(fontsize=8)
+    return fig, axes

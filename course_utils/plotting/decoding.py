@@ -1,0 +1,57 @@
+"""Lecture 05 (decoding) plots: next-token bars before/after filtering, repetition table, accuracy vs N."""
+
+from __future__ import annotations
+
+import torch
+
+from .figure import new_figure
+
+
+def plot_next_token_filter(view: dict, tokenizer, top: int = 15, ax=None):
+    """Bars of the `top` most likely next tokens before (grey) and after (colour) filtering; view from filter_view."""
+    before, after = view["probs_before"], view["probs_after"]
+    top = max(1, min(int(top), before.numel()))
+    idx = torch.topk(before, top).indices
+    labels = [repr(tokenizer.decode([int(i)]))[1:-1] or "·" for i in idx]
+    fig, ax = new_figure(width=7.0, height=3.2) if ax is None else (ax.figure, ax)
+    xs = range(top)
+    ax.bar([x - 0.2 for x in xs], before[idx].tolist(), width=0.4, color="0.7", label="before")
+    ax.bar([x + 0.2 for x in xs], after[idx].tolist(), width=0.4, color="C0", label="after filtering")
+    ax.set_xticks(list(xs), labels, rotation=60, fontsize=8)
+    ax.set_ylabel("probability")
+    ax.set_title(f"kept {view['n_kept']} tokens, {view['mass_kept']:.1%} of the mass; "
+                 f"entropy {view['entropy_before']:.2f} -> {view['entropy_after']:.2f} nats", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, ax
+
+
+def plot_repetition_table(rows: dict, metrics=("rep-4", "distinct-2", "loops")):
+    """Grouped horizontal bars: one group per strategy (rows: name -> metric dict), one bar per metric."""
+    names = list(rows)
+    fig, ax = new_figure(width=7.0, height=0.35 * len(names) + 1.2)
+    height = 0.8 / len(metrics)
+    for j, metric in enumerate(metrics):
+        ax.barh([i + j * height for i in range(len(names))], [rows[n][metric] for n in names], height=height,
+                label=metric)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("fraction")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig, ax
+
+
+def plot_accuracy_vs_n(ns, curves: dict):
+    """Accuracy against the number of samples N, one line per selection rule (curves: name -> list of accuracies)."""
+    fig, ax = new_figure(width=5.5, height=3.2)
+    for name, accs in curves.items():
+        ax.plot(list(ns), accs, marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("N samples per question")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, ax

@@ -1,0 +1,41 @@
+"""Lecture 07 (SFT lab) plots: loss curves, accuracy per task family, attention masks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .figure import new_figure
+
+
+def plot_loss_curves(curves: dict, *, title: str = "training loss", smooth: int = 1):
+    """One line per run: {name: [loss per step]}; `smooth` = moving-average window. Returns (fig, ax)."""
+    fig, ax = new_figure()
+    for name, ys in curves.items():
+        ys = np.asarray(ys, dtype=float)
+        if smooth > 1 and len(ys) >= smooth:
+            ys = np.convolve(ys, np.ones(smooth) / smooth, mode="valid")
+        ax.plot(np.arange(len(ys)) + 1, ys, label=name)
+    ax.set(xlabel="step", ylabel="loss (nats / token)", title=title, yscale="log")
+    ax.legend()
+    return fig, ax
+
+
+def plot_family_accuracy(results: dict):
+    """Grouped bars: {run name: {family: accuracy}}. Returns (fig, ax)."""
+    fig, ax = new_figure(width=7)
+    families = list(next(iter(results.values())))
+    width = 0.8 / len(results)
+    for i, (name, acc) in enumerate(results.items()):
+        ax.bar(np.arange(len(families)) + i * width, [acc.get(f, 0.0) for f in families], width, label=name)
+    ax.set_xticks(np.arange(len(families)) + 0.4 - width / 2, families)
+    ax.set(ylabel="exact match", ylim=(0, 1.05), title="test accuracy per task family")
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def plot_attention_mask(mask, *, title: str = "may attend (True)"):
+    """A (T, T) boolean mask as an image (query rows, key columns). Returns (fig, ax)."""
+    fig, ax = new_figure(width=4, height=4)
+    ax.imshow(mask, cmap="Blues", interpolation="nearest")
+    ax.set(xlabel="key position", ylabel="query position", title=title)
+    return fig, ax
