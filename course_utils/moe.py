@@ -443,6 +443,21 @@ def drop_fraction(top_k_index: torch.Tensor, n_experts: int, capacity_factor: fl
     return 1.0 - capacity_keep_mask(top_k_index, n_experts, cap).float().mean().item()
 
 
+TOKEN_CLASSES = ("digit", "word start (space+letters)", "letters (inside a word)", "punctuation/other")
+
+
+def token_class(token: str) -> str:
+    """The surface class of a byte-level BPE token: digits with or without a leading space ('Ġ5') are "digit"."""
+    text = token.replace("Ġ", " ").replace("Ċ", "\n")
+    if text.strip().isdigit():
+        return "digit"
+    if text.startswith(" ") and text[1:].isalpha():
+        return "word start (space+letters)"
+    if text.isalpha():
+        return "letters (inside a word)"
+    return "punctuation/other"
+
+
 @torch.no_grad()
 def routing_by_token_class(model, tokenizer, rows: torch.Tensor, layer: int = 0) -> dict[str, torch.Tensor]:
     """Expert share of the first choice for each token class (digit, letters, space+letters, punctuation/other).
@@ -454,18 +469,9 @@ def routing_by_token_class(model, tokenizer, rows: torch.Tensor, layer: int = 0)
     model.eval()
     model(input_ids=rows.to(next(model.parameters()).device))
     first = layers[layer].last_top_k_index[:, 0].cpu()  # (N*T,)
-    classes = {"digit": [], "word start (space+letters)": [], "letters (inside a word)": [], "punctuation/other": []}
+    classes = {name: [] for name in TOKEN_CLASSES}
     for pos, tok in enumerate(tokenizer.convert_ids_to_tokens(rows.reshape(-1).tolist())):
-        text = tok.replace("Ġ", " ").replace("Ċ", "\n")
-        if text.isdigit():
-            key = "digit"
-        elif text.startswith(" ") and text[1:].isalpha():
-            key = "word start (space+letters)"
-        elif text.isalpha():
-            key = "letters (inside a word)"
-        else:
-            key = "punctuation/other"
-        classes[key].append(pos)
+        classes[token_class(tok)].append(pos)
     n_experts = layers[layer].n_experts
     return {k: torch.bincount(first[v], minlength=n_experts).float() / max(len(v), 1) for k, v in classes.items() if v}
 

@@ -264,3 +264,10 @@ def test_tiny_moe_lm_trains_and_logs_shares():
 def test_bad_inputs(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_token_class_by_hand():
+    cases = {"Ġ5": "digit", "42": "digit", "Ġcat": "word start (space+letters)", "ing": "letters (inside a word)",
+             ".": "punctuation/other", "Ġ+": "punctuation/other", "Ċ": "punctuation/other", "Ġ4a": "punctuation/other"}
+    for token, expected in cases.items():
+        assert M.token_class(token) == expected, token

@@ -1,6 +1,6 @@
 """Exercise checks: `check_*(your_function)` tests a student's function on fresh random inputs.
 
-Each check prints one friendly line and returns True (passed) or False (wrong or not implemented yet);
+Each check prints one verdict line (PASS, TODO or FAIL) and returns nothing;
 it never raises, so an unfilled stub does not stop the notebook. One module per lecture: setup (00),
 attention (01), norms (02), positional (03), moe (04), decoding (05), lora (06), sft (07), dpo (08), grpo (09).
 """

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .runner import call, compare, run_check
 
 
-def check_causal_attention(causal_attention: Callable, trials: int = 4) -> bool:
+def check_causal_attention(causal_attention: Callable, trials: int = 4) -> None:
     """causal_attention(q, k, v) -> out (..., T, Dv): softmax(q kᵀ/sqrt(D)) v with a causal mask; vs float64 torch."""
     def trial():
         gen = torch.Generator().manual_seed(101)
@@ -26,7 +26,7 @@ def check_causal_attention(causal_attention: Callable, trials: int = 4) -> bool:
     return run_check("causal attention", trial)
 
 
-def check_repeat_kv(repeat_kv: Callable, trials: int = 4) -> bool:
+def check_repeat_kv(repeat_kv: Callable, trials: int = 4) -> None:
     """repeat_kv(x (B, H_kv, S, D), n_rep) -> (B, H_kv·n_rep, S, D), KV head h serving query heads h·n_rep …"""
     def trial():
         gen = torch.Generator().manual_seed(202)
@@ -41,7 +41,7 @@ def check_repeat_kv(repeat_kv: Callable, trials: int = 4) -> bool:
     return run_check("repeat_kv", trial)
 
 
-def check_sharpest_head(sharpest_head: Callable, trials: int = 3) -> bool:
+def check_sharpest_head(sharpest_head: Callable, trials: int = 3) -> None:
     """sharpest_head(weights (L, H, T, S)) -> (entropy (L, H) mean over query rows in nats, (layer, head) of the
     lowest-entropy head). Causal weights contain exact zeros: 0·log 0 must count as 0."""
     def trial():

@@ -20,7 +20,7 @@ def _same_filtered(name: str, got, expected: torch.Tensor) -> str | None:
     return compare(name + " (kept entries)", got[finite], expected[finite], atol=1e-5)
 
 
-def check_top_p(top_p_filter: Callable, trials: int = 6) -> bool:
+def check_top_p(top_p_filter: Callable, trials: int = 6) -> None:
     """top_p_filter(logits (B, V), p) keeps the smallest set of top tokens with mass >= p; compared with transformers."""
     from transformers.generation.logits_process import TopPLogitsWarper
 
@@ -37,7 +37,7 @@ def check_top_p(top_p_filter: Callable, trials: int = 6) -> bool:
     return run_check("top-p (nucleus) filter", trial)
 
 
-def check_repetition_penalty(apply_repetition_penalty: Callable, trials: int = 5) -> bool:
+def check_repetition_penalty(apply_repetition_penalty: Callable, trials: int = 5) -> None:
     """apply_repetition_penalty(logits (B, V), input_ids (B, L), penalty): the CTRL / transformers rule."""
     from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor
 
@@ -56,7 +56,7 @@ def check_repetition_penalty(apply_repetition_penalty: Callable, trials: int = 5
     return run_check("repetition penalty", trial)
 
 
-def check_majority_vote(majority_vote: Callable) -> bool:
+def check_majority_vote(majority_vote: Callable) -> None:
     """majority_vote(answers) -> most common non-None answer, ties to the one seen first, None if none valid."""
     cases = [(["4", "5", "4"], "4"), (["7"], "7"), ([None, "3", None, "2", "2"], "2"), (["a", "b", "b", "a"], "a"),
              (["9", None, "8", "8", "9", "8"], "8"), ([None, None], None)]

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .runner import call, compare, run_check
 
 
-def check_dpo_loss(dpo_loss_fn: Callable, trials: int = 4) -> bool:
+def check_dpo_loss(dpo_loss_fn: Callable, trials: int = 4) -> None:
     """dpo_loss_fn(pc, pr, rc, rr, beta) -> per-pair losses (B,) = -log σ(β[(pc - rc) - (pr - rr)])."""
     def trial():
         gen = torch.Generator().manual_seed(808)
@@ -34,7 +34,7 @@ def check_dpo_loss(dpo_loss_fn: Callable, trials: int = 4) -> bool:
     return run_check("DPO loss", trial)
 
 
-def check_simpo_loss(simpo_loss_fn: Callable, trials: int = 4) -> bool:
+def check_simpo_loss(simpo_loss_fn: Callable, trials: int = 4) -> None:
     """simpo_loss_fn(chosen_avg, rejected_avg, beta, gamma) -> per-pair losses (B,) = -log σ(β·c - β·r - γ)."""
     def trial():
         gen = torch.Generator().manual_seed(809)
@@ -56,7 +56,7 @@ def check_simpo_loss(simpo_loss_fn: Callable, trials: int = 4) -> bool:
     return run_check("SimPO loss", trial)
 
 
-def check_completion_logprob(completion_logprob: Callable, trials: int = 4) -> bool:
+def check_completion_logprob(completion_logprob: Callable, trials: int = 4) -> None:
     """completion_logprob(logits (B, T, V), input_ids (B, T), loss_mask (B, T)) -> (B,) summed log p of the masked
     tokens, where token t is predicted by logits at position t-1; compared with a float64 gather."""
     def trial():

@@ -9,7 +9,7 @@ import torch
 from .runner import call, compare, run_check
 
 
-def check_group_advantages(group_advantages: Callable, trials: int = 4) -> bool:
+def check_group_advantages(group_advantages: Callable, trials: int = 4) -> None:
     """group_advantages(rewards (N,), group_size) -> (N,): (r - group mean) / (unbiased group std + 1e-4), as trl."""
     def trial():
         gen = torch.Generator().manual_seed(909)
@@ -31,7 +31,7 @@ def check_group_advantages(group_advantages: Callable, trials: int = 4) -> bool:
     return run_check("group advantages", trial)
 
 
-def check_k3_kl(k3_kl: Callable, trials: int = 4) -> bool:
+def check_k3_kl(k3_kl: Callable, trials: int = 4) -> None:
     """k3_kl(logps, ref_logps) -> per-token exp(r - l) - (r - l) - 1, an unbiased, never-negative estimate of KL."""
     def trial():
         gen = torch.Generator().manual_seed(910)
@@ -47,7 +47,7 @@ def check_k3_kl(k3_kl: Callable, trials: int = 4) -> bool:
     return run_check("k3 KL estimator", trial)
 
 
-def check_clipped_surrogate(clipped_surrogate: Callable, trials: int = 4) -> bool:
+def check_clipped_surrogate(clipped_surrogate: Callable, trials: int = 4) -> None:
     """clipped_surrogate(logps, old_logps, advantages (N,), clip_eps) -> per-token loss -min(ρA, clip(ρ, 1±ε)A)."""
     def trial():
         gen = torch.Generator().manual_seed(911)

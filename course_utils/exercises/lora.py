@@ -10,7 +10,7 @@ from ..lora import bitsandbytes_status, dequantize_nf4, quantize_nf4, unpack_4bi
 from .runner import call, compare, run_check
 
 
-def check_lora_param_count(lora_param_count: Callable[[int, int, int], int], trials: int = 6) -> bool:
+def check_lora_param_count(lora_param_count: Callable[[int, int, int], int], trials: int = 6) -> None:
     """lora_param_count(d_in, d_out, r): parameters LoRA adds to one d_out x d_in weight (A is r x d_in, B d_out x r)."""
     def trial():
         gen = torch.Generator().manual_seed(606)
@@ -24,7 +24,7 @@ def check_lora_param_count(lora_param_count: Callable[[int, int, int], int], tri
     return run_check("lora_param_count", trial)
 
 
-def check_lora_forward(lora_forward: Callable, trials: int = 4) -> bool:
+def check_lora_forward(lora_forward: Callable, trials: int = 4) -> None:
     """lora_forward(x, W0, A, B, alpha, r) -> x W0^T + (alpha/r) x A^T B^T; x (N, in), W0 (out, in), A (r, in), B (out, r)."""
     def trial():
         gen = torch.Generator().manual_seed(607)
@@ -43,7 +43,7 @@ def check_lora_forward(lora_forward: Callable, trials: int = 4) -> bool:
     return run_check("lora_forward", trial)
 
 
-def check_dequantize_nf4(dequantize: Callable, trials: int = 3) -> bool:
+def check_dequantize_nf4(dequantize: Callable, trials: int = 3) -> None:
     """dequantize(codes, absmax, shape, blocksize) -> weights; compared with bitsandbytes' dequantize_4bit (NF4)."""
     usable, why = bitsandbytes_status()
     if not usable:  # the reference becomes course_utils.lora's NF4 (tests/test_lora.py: identical to bitsandbytes)

@@ -15,7 +15,7 @@ def _moe_dense_mixture(weights, index, n_experts: int) -> torch.Tensor:
     return torch.zeros(index.shape[0], n_experts, dtype=torch.float64).scatter_add_(1, index.long(), weights.double())
 
 
-def check_top_k_routing(top_k_routing: Callable, trials: int = 4) -> bool:
+def check_top_k_routing(top_k_routing: Callable, trials: int = 4) -> None:
     """top_k_routing(router_logits (N, E), top_k) -> (weights (N, k), index (N, k)): softmax, keep top-k, renormalize."""
     def trial():
         gen = torch.Generator().manual_seed(404)
@@ -36,7 +36,7 @@ def check_top_k_routing(top_k_routing: Callable, trials: int = 4) -> bool:
     return run_check("top-k routing", trial)
 
 
-def check_load_balancing_loss(load_balancing_loss: Callable, trials: int = 4) -> bool:
+def check_load_balancing_loss(load_balancing_loss: Callable, trials: int = 4) -> None:
     """load_balancing_loss(router_logits (N, E), n_experts, top_k) -> scalar, as transformers' Mixtral aux loss."""
     try:
         from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func as reference
@@ -58,7 +58,7 @@ def check_load_balancing_loss(load_balancing_loss: Callable, trials: int = 4) ->
     return run_check("load-balancing loss (same value as transformers' Mixtral)", trial)
 
 
-def check_capacity_keep_mask(capacity_keep_mask: Callable, trials: int = 4) -> bool:
+def check_capacity_keep_mask(capacity_keep_mask: Callable, trials: int = 4) -> None:
     """capacity_keep_mask(top_k_index (N, k), n_experts, capacity) -> keep (N, k) bool, first choices first."""
     def trial():
         gen = torch.Generator().manual_seed(406)
@@ -77,7 +77,7 @@ def check_capacity_keep_mask(capacity_keep_mask: Callable, trials: int = 4) -> b
     return run_check("expert capacity: which assignments fit", trial)
 
 
-def check_active_params(moe_param_counts: Callable, trials: int = 4) -> bool:
+def check_active_params(moe_param_counts: Callable, trials: int = 4) -> None:
     """moe_param_counts(config: Mixtral-style dict) -> (total, active) ints; reference: the model built on meta."""
     def trial():
         gen = torch.Generator().manual_seed(407)

@@ -9,7 +9,7 @@ import torch
 from .runner import call, compare, run_check
 
 
-def check_rms_norm(rms_norm: Callable, trials: int = 4) -> bool:
+def check_rms_norm(rms_norm: Callable, trials: int = 4) -> None:
     """rms_norm(x, weight, eps) over the last dim; compared with float64 torch.nn.functional.rms_norm."""
     def trial():
         gen = torch.Generator().manual_seed(202)
@@ -25,7 +25,7 @@ def check_rms_norm(rms_norm: Callable, trials: int = 4) -> bool:
     return run_check("RMSNorm", trial)
 
 
-def check_layer_norm(layer_norm: Callable, trials: int = 4) -> bool:
+def check_layer_norm(layer_norm: Callable, trials: int = 4) -> None:
     """layer_norm(x, weight, bias, eps) over the last dim; compared with float64 torch.nn.functional.layer_norm."""
     def trial():
         gen = torch.Generator().manual_seed(203)
@@ -41,7 +41,7 @@ def check_layer_norm(layer_norm: Callable, trials: int = 4) -> bool:
     return run_check("LayerNorm", trial)
 
 
-def check_swiglu(swiglu: Callable, trials: int = 3) -> bool:
+def check_swiglu(swiglu: Callable, trials: int = 3) -> None:
     """swiglu(x, w_gate, w_up, w_down) with nn.Linear-shaped weights; compared with transformers' Qwen3MLP."""
     def trial():
         from transformers import Qwen3Config

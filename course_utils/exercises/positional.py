@@ -9,7 +9,7 @@ import torch
 from .runner import call, compare, run_check
 
 
-def check_apply_rope(apply_rope: Callable, trials: int = 3) -> bool:
+def check_apply_rope(apply_rope: Callable, trials: int = 3) -> None:
     """apply_rope(x, positions, inv_freq), x (..., T, D), rotate-half layout; compared with transformers."""
     def trial():
         from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
@@ -31,7 +31,7 @@ def check_apply_rope(apply_rope: Callable, trials: int = 3) -> bool:
     return run_check("apply_rope", trial)
 
 
-def check_alibi_slopes(alibi_slopes: Callable) -> bool:
+def check_alibi_slopes(alibi_slopes: Callable) -> None:
     """alibi_slopes(n_heads) for power-of-two and other head counts; compared with BLOOM's ALiBi tensor."""
     def trial():
         from transformers.models.bloom.modeling_bloom import build_alibi_tensor
@@ -47,7 +47,7 @@ def check_alibi_slopes(alibi_slopes: Callable) -> bool:
     return run_check("ALiBi slopes", trial)
 
 
-def check_ntk_inv_freq(ntk_inv_freq: Callable) -> bool:
+def check_ntk_inv_freq(ntk_inv_freq: Callable) -> None:
     """ntk_inv_freq(head_dim, base, factor): NTK-aware RoPE frequencies (base * factor^(D/(D-2)))."""
     def trial():
         for head_dim, base, factor in [(64, 10000.0, 2.0), (128, 500000.0, 8.0), (16, 10000.0, 4.0)]:

@@ -7,8 +7,10 @@ from typing import Callable
 import torch
 
 
-def run_check(title: str, trial: Callable[[], str | None]) -> bool:
-    """Run `trial()` (returns None when correct, else what went wrong) and print the verdict.
+def run_check(title: str, trial: Callable[[], str | None]) -> None:
+    """Run `trial()` (returns None when correct, else what went wrong) and print the verdict (PASS, TODO or FAIL).
+
+    Returns nothing, so a notebook cell that calls a check shows only the printed verdict.
 
     A stub that raises NotImplementedError or returns None (`...`) reads as "not implemented yet".
     """
@@ -22,10 +24,10 @@ def run_check(title: str, trial: Callable[[], str | None]) -> bool:
         problem = f"your function raised {type(exc).__name__}: {exc}"
     if problem is None:
         print(f"PASS {title}")
-        return True
-    hint = "  (fill in the function above, then run this cell again)" if problem == "not implemented yet" else ""
-    print(f"{'TODO' if hint else 'FAIL'} {title}: {problem}{hint}")
-    return False
+    elif problem == "not implemented yet":
+        print(f"TODO {title}: {problem}  (fill in the function above, then run this cell again)")
+    else:
+        print(f"FAIL {title}: {problem}")
 
 
 class _StubReturnedNone(Exception):

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .runner import call, compare, run_check
 
 
-def check_label_masking(mask_labels: Callable, trials: int = 5) -> bool:
+def check_label_masking(mask_labels: Callable, trials: int = 5) -> None:
     """mask_labels(input_ids (T,), assistant_mask (T,)) -> labels (T,): the id where the mask is 1, else -100."""
     def trial():
         gen = torch.Generator().manual_seed(807)
@@ -28,7 +28,7 @@ def check_label_masking(mask_labels: Callable, trials: int = 5) -> bool:
     return run_check("label masking", trial)
 
 
-def check_sft_loss(sft_loss: Callable, trials: int = 5) -> bool:
+def check_sft_loss(sft_loss: Callable, trials: int = 5) -> None:
     """sft_loss(logits (B, T, V), labels (B, T)) -> mean next-token cross-entropy over labels != -100."""
     def trial():
         gen = torch.Generator().manual_seed(808)
@@ -48,7 +48,7 @@ def check_sft_loss(sft_loss: Callable, trials: int = 5) -> bool:
     return run_check("SFT loss", trial)
 
 
-def check_packed_mask(packed_mask: Callable, trials: int = 4) -> bool:
+def check_packed_mask(packed_mask: Callable, trials: int = 4) -> None:
     """packed_mask(doc_ids (N, T), -1 = padding) -> (N, T, T) bool: causal and within the same document."""
     def trial():
         gen = torch.Generator().manual_seed(809)

@@ -29,6 +29,7 @@ def plot_drop_vs_capacity(capacity_factors, drops: dict, ax=None):
         fig = ax.figure
     for name, values in drops.items():
         ax.plot(list(capacity_factors), list(values), marker="o", label=name)
-    ax.set(xlabel="capacity factor", ylabel="assignments dropped", ylim=(-0.02, 1))
+    ax.set(xlabel="capacity factor", ylabel="share of top-k assignments dropped", ylim=(-0.02, 1),
+           title="dropped assignments vs expert capacity")
     ax.legend(fontsize=8)
     return fig, ax

@@ -7,11 +7,12 @@ import numpy as np
 from .figure import new_figure
 
 
-def plot_position_matrix(m, title: str = "", xlabel: str = "", ylabel: str = "", cmap: str = "RdBu_r"):
-    """A heatmap of a 2-D tensor with a colour bar: (fig, ax)."""
+def plot_position_matrix(m, title: str = "", xlabel: str = "", ylabel: str = "", cmap: str = "RdBu_r",
+                         value_label: str = "value"):
+    """A heatmap of a 2-D tensor with a colour bar labelled `value_label`: (fig, ax)."""
     fig, ax = new_figure(width=5.5, height=3.8)
     im = ax.imshow(m.detach().cpu().numpy() if hasattr(m, "detach") else m, aspect="auto", cmap=cmap)
-    fig.colorbar(im, ax=ax)
+    fig.colorbar(im, ax=ax, label=value_label)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -30,6 +31,7 @@ def plot_rope_wavelengths(wavelengths, context: int, labelled: dict | None = Non
     ax.axhline(context, color="r", ls="--", label=f"training context {context}")
     ax.set_xlabel("rotary pair i")
     ax.set_ylabel("wavelength 2*pi/theta_i (tokens)")
+    ax.set_title("tokens per turn of each rotary pair")
     ax.legend(fontsize=8)
     return fig, ax
 
@@ -41,6 +43,7 @@ def plot_t5_buckets(rel, buckets: dict):
         ax.step(rel, b, where="mid", label=label)
     ax.set_xlabel("relative position (key - query)")
     ax.set_ylabel("bucket id")
+    ax.set_title("T5 relative-position buckets")
     ax.legend(fontsize=8)
     return fig, ax
 
@@ -61,7 +64,7 @@ def plot_extrapolation(table: dict, train_len: int, title: str = "held-out perpl
     return fig, ax
 
 
-def plot_position_loss(curves: dict, train_len: int, bin_size: int = 64):
+def plot_position_loss(curves: dict, train_len: int, bin_size: int = 64, title: str = "loss by position"):
     """curves {label: per-position NLL (T-1,)} averaged in bins of bin_size positions: (fig, ax)."""
     fig, ax = new_figure(width=6.5, height=3.5)
     for label, nll in curves.items():
@@ -71,5 +74,6 @@ def plot_position_loss(curves: dict, train_len: int, bin_size: int = 64):
     ax.axvline(train_len, color="gray", ls=":", label="trained length")
     ax.set_xlabel("position in the sequence")
     ax.set_ylabel(f"mean NLL (bins of {bin_size})")
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return fig, ax
