@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from .figure import new_figure
 
@@ -17,14 +18,16 @@ def plot_grpo_history(history: list, *, title: str = ""):
         return [h["step"] for h in rows], [h[key] for h in rows]
 
     fig, axes = new_figure(1, 5, width=3.2, height=2.8)
-    for key, label in (("reward_format", "format"), ("reward_accuracy", "accuracy"), ("reward", "total")):
-        axes[0].plot(*series(key), label=label)
-    axes[0].set_title("mean reward")
+    for key, label in (("reward_format", "format"), ("reward_accuracy", "accuracy"), ("reward_digits", "digits"),
+                       ("reward", "total (sum, max 3)")):
+        if any(key in h for h in history):
+            axes[0].plot(*series(key), label=label)
+    axes[0].set_title("mean reward per completion")
     axes[0].legend(fontsize=7)
-    axes[1].plot(*series("eval_acc"), "o-")
+    axes[1].plot(*series("eval_acc"), "o-", label="exact answer")
     axes[1].set_title("held-out accuracy (greedy)")
-    axes[1].set_ylim(0, 1)
-    for ax, key, name in ((axes[2], "length", "completion length (tokens)"), (axes[3], "kl", "KL to reference (k3)"),
+    axes[1].legend(fontsize=7)
+    for ax, key, name in ((axes[2], "length", "completion length (tokens)"), (axes[3], "kl", "KL to reference (k3, nats/token)"),
                           (axes[4], "entropy", "policy entropy (nats/token)")):
         ax.plot(*series(key))
         ax.set_title(name)
@@ -36,7 +39,7 @@ def plot_grpo_history(history: list, *, title: str = ""):
     return fig, axes
 
 
-def plot_reward_curves(curves: dict, *, ylabel: str = "mean reward"):
+def plot_reward_curves(curves: dict, *, ylabel: str = "mean reward", title: str = ""):
     """Overlay reward curves {name: (steps, values)} (e.g. our loop vs trl's GRPOTrainer)."""
     if not curves:
         raise ValueError("curves must be a non-empty dict name -> (steps, values)")
@@ -45,6 +48,7 @@ def plot_reward_curves(curves: dict, *, ylabel: str = "mean reward"):
         ax.plot(x, y, "o-", ms=3, label=name)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     return fig, ax
 
@@ -72,12 +76,17 @@ def plot_test_time_compute(rows: list):
     if not rows:
         raise ValueError("rows must be a non-empty list of dicts with name, tokens, acc")
     fig, ax = new_figure(width=5.5, height=3.5)
-    for r in rows:
+    for i, r in enumerate(rows):  # labels alternate above and below so points at the same x stay readable
         ax.scatter(r["tokens"], r["acc"], s=40)
-        ax.annotate(r["name"], (r["tokens"], r["acc"]), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        ax.annotate(r["name"], (r["tokens"], r["acc"]), textcoords="offset points", xytext=(5, 4 if i % 2 else -10),
+                    fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("generated tokens per problem")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xticks([n for n in (10, 25, 50, 100, 200, 400, 800, 1600)
+                   if min(r["tokens"] for r in rows) / 2 <= n <= 2 * max(r["tokens"] for r in rows)])
+    ax.set_xlabel("generated tokens per problem (log scale)")
     ax.set_ylabel("held-out accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("test-time compute vs training")
+    ax.set_ylim(max(0.0, min(r["acc"] for r in rows) - 0.08), 1.0)
+    ax.set_title("accuracy vs generated tokens per problem")
     return fig, ax
