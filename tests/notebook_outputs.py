@@ -37,11 +37,16 @@ def sanitizers() -> list[tuple[re.Pattern, str]]:
 
 
 def comparable(cell: dict, subs: list[tuple[re.Pattern, str]]) -> list:
-    """A code cell's outputs as nbval compares them: text and data except images and widget ids, sanitized."""
+    """A code cell's outputs as nbval compares them: text and data except images and widget ids, sanitized.
+
+    Consecutive writes to the same stream are joined, as nbval does: how the kernel splits them varies between runs.
+    """
     out = []
     for o in cell.get("outputs", []):
         if o["output_type"] == "stream":
             text = o["text"] if isinstance(o["text"], str) else "".join(o["text"])
+            if out and out[-1][:2] == ("stream", o["name"]):
+                text = out.pop()[2] + text
             out.append(("stream", o["name"], text))
         elif o["output_type"] in ("execute_result", "display_data"):
             for mime, v in sorted(o.get("data", {}).items()):

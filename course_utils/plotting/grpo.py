@@ -83,8 +83,8 @@ def plot_test_time_compute(rows: list):
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xticks([n for n in (10, 25, 50, 100, 200, 400, 800, 1600)
-                   if min(r["tokens"] for r in rows) / 2 <= n <= 2 * max(r["tokens"] for r in rows)])
+    tokens = [r["tokens"] for r in rows]
+    ax.set_xticks([n for n in (10, 25, 50, 100, 200, 400, 800, 1600) if min(tokens) / 2 <= n <= 2 * max(tokens)])
     ax.set_xlabel("generated tokens per problem (log scale)")
     ax.set_ylabel("held-out accuracy")
     ax.set_ylim(max(0.0, min(r["acc"] for r in rows) - 0.08), 1.0)
