@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from typing import Callable
 
 import torch
@@ -256,10 +257,11 @@ def _check_scaling(scaling, base: float) -> tuple[str, dict]:
     theta = p.pop("rope_theta", None)
     if theta is not None and float(theta) != base:
         raise ValueError(f"scaling['rope_theta']={theta} disagrees with base={base}; pass the base once")
-    unknown = set(p) - _ALLOWED_KEYS[rope_type]
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)} for rope_type {rope_type!r}; "
-                         f"allowed: {sorted(_ALLOWED_KEYS[rope_type])}")
+    unknown = set(p) - _ALLOWED_KEYS[rope_type] - {"partial_rotary_factor"}
+    if unknown:  # real configs carry extra keys (e.g. linear with original_max_position_embeddings): transformers
+        warnings.warn(f"ignoring keys {sorted(unknown)} that rope_type {rope_type!r} does not use; "  # warns too
+                      f"it uses {sorted(_ALLOWED_KEYS[rope_type] | {'partial_rotary_factor'})}", stacklevel=3)
+        p = {key: v for key, v in p.items() if key not in unknown}
     missing = _REQUIRED_KEYS[rope_type] - set(p)
     if missing:
         raise ValueError(f"rope_type {rope_type!r} needs the keys {sorted(missing)}")
@@ -278,15 +280,20 @@ def rope_inv_freq(head_dim: int, base: float = 10000.0, scaling: dict | None = N
                   seq_len: int | None = None) -> tuple[torch.Tensor, float]:
     """RoPE inverse frequencies and attention factor, as transformers computes them.
 
-    scaling: None or {"rope_type": "linear"|"ntk"|"dynamic"|"yarn"|"llama3", "factor": ..., ...} (rope_parameters form).
-    seq_len: the current length (only "dynamic" uses it). Returns (inv_freq (head_dim/2,) float32, attention_factor).
+    scaling: None or {"rope_type": "linear"|"ntk"|"dynamic"|"yarn"|"llama3", "factor": ..., ...} (rope_parameters form);
+    keys a type does not use are ignored with a warning, as transformers does. seq_len: the current length (only
+    "dynamic" uses it). Returns (inv_freq (head_dim * partial_rotary_factor / 2,) float32, attention_factor).
     """
     _check_head_dim(head_dim)
     base = _check_base(base)
     if seq_len is not None:
         check_int("seq_len", seq_len)
     rope_type, params = _check_scaling(scaling, base)
-    inv_freq, attention_factor = ROPE_SCALINGS[rope_type](head_dim, base, params, seq_len)
+    fraction = check_number("partial_rotary_factor", params.pop("partial_rotary_factor", 1.0), 0, 1, low_open=True)
+    dim = int(head_dim * fraction)  # only the first `dim` dims rotate (as transformers); dim/2 frequencies
+    if dim < 2 or dim % 2:
+        raise ValueError(f"head_dim * partial_rotary_factor must be an even int >= 2, got {head_dim} * {fraction}")
+    inv_freq, attention_factor = ROPE_SCALINGS[rope_type](dim, base, params, seq_len)
     return inv_freq, float(attention_factor)
 
 

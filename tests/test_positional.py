@@ -55,6 +55,24 @@ def test_rope_inv_freq_matches_transformers(scaling, head_dim, base, original, s
     assert got_factor == pytest.approx(ref_factor, rel=1e-12), (got_factor, ref_factor)
 
 
+@pytest.mark.parametrize("rope_parameters", [
+    {"rope_type": "linear", "factor": 4.0, "original_max_position_embeddings": 256},  # as real configs carry it
+    {"rope_type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256, "partial_rotary_factor": 0.25}])
+def test_extra_keys_are_taken_as_transformers_takes_them(rope_parameters):
+    cfg = _config(64, 10000.0, rope_parameters, 1024)
+    ref, ref_factor = ROPE_INIT_FUNCTIONS[rope_parameters["rope_type"]](cfg, "cpu")
+    unused = {"linear": {"original_max_position_embeddings"}}.get(rope_parameters["rope_type"], set())
+    if unused & set(rope_parameters):
+        with pytest.warns(UserWarning, match="ignoring keys.*original_max_position_embeddings"):
+            got, factor = P.rope_inv_freq(64, 10000.0, rope_parameters)
+    else:
+        got, factor = P.rope_inv_freq(64, 10000.0, rope_parameters)
+    assert got.shape == ref.shape
+    _close(got, ref, atol=0.0, rtol=1e-6, what=str(rope_parameters))
+    assert factor == pytest.approx(ref_factor, rel=1e-12)
+
+
 @pytest.mark.parametrize("head_dim,base", [(64, 10000.0), (128, 1e6), (16, 500.0)])
 def test_rope_default_matches_qwen3(head_dim, base):
     ref, ref_factor = Qwen3RotaryEmbedding.compute_default_rope_parameters(_config(head_dim, base, {"rope_type": "default"}, 256))
@@ -199,13 +217,13 @@ def test_bad_inputs_raise_clear_errors():
         P.rope_inv_freq(64, scaling={"rope_type": "yarn", "factor": 0.9, "original_max_position_embeddings": 256})
     with pytest.raises(ValueError, match="needs the keys"):
         P.rope_inv_freq(64, scaling={"rope_type": "llama3", "factor": 8.0})
-    with pytest.raises(ValueError, match="unknown keys"):
-        P.rope_inv_freq(64, scaling={"rope_type": "linear", "factor": 2.0, "fator": 3})
     with pytest.raises(ValueError, match="high_freq_factor must be > low_freq_factor"):
         P.rope_inv_freq(64, scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
                                      "high_freq_factor": 1.0, "original_max_position_embeddings": 256})
     with pytest.raises(ValueError, match="base must be > 1"):
         P.rope_inv_freq(64, base=0.5)
+    with pytest.raises(ValueError, match="partial_rotary_factor must be in"):
+        P.rope_inv_freq(64, scaling={"rope_type": "linear", "factor": 2.0, "partial_rotary_factor": 1.5})
     with pytest.raises(TypeError, match="scaling must be None or a dict"):
         P.rope_inv_freq(64, scaling="linear")
     with pytest.raises(ValueError, match="inv_freq must have D/2"):
