@@ -105,6 +105,42 @@ def t5_relative_bucket(relative_position: torch.Tensor, bidirectional: bool = Tr
     return bucket + torch.where(is_small, dist, large)
 
 
+def transformer_xl_scores(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_r: torch.Tensor,
+                          u: torch.Tensor, v: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Transformer-XL's relative attention scores (Dai et al. 2019, Sec. 3.3), causal, one head, no memory.
+
+    A[i, j] = q_i.k_j (content) + q_i.r_(i-j) (content-position) + u.k_j (global content) + v.r_(i-j) (global
+    position), with q = x w_q, k = x w_k and r_m = sinusoid(m) w_r: no absolute position anywhere.
+    x (T, d); w_q, w_k, w_r (d, d_h); u, v (d_h,). Returns (T, T), -inf where j > i.
+    """
+    T, d = x.shape
+    q, k = x @ w_q, x @ w_k  # (T, d_h)
+    r = sinusoidal_positions(T, d, base).to(x.dtype) @ w_r  # (T, d_h): row m is distance m
+    content = (q + u) @ k.T  # (T, T): terms (a) + (c)
+    distance = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).clamp(min=0)  # (T, T) i - j
+    position = ((q + v) @ r.T).gather(1, distance)  # (T, T): terms (b) + (d), [i, j] reads column i - j
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    return (content + position).masked_fill(future, float("-inf"))
+
+
+def deberta_scores(x: torch.Tensor, w_qc: torch.Tensor, w_kc: torch.Tensor, w_qr: torch.Tensor, w_kr: torch.Tensor,
+                   rel_emb: torch.Tensor) -> torch.Tensor:
+    """DeBERTa's disentangled attention scores (He et al. 2021, eq. 4), one head, bidirectional.
+
+    A[i, j] = Qc_i.Kc_j (content-to-content) + Qc_i.Kr_d(i,j) (content-to-position) + Kc_j.Qr_d(j,i)
+    (position-to-content), divided by sqrt(3 d_h); d(i, j) = clip(i - j, -k, k - 1) + k indexes the 2k rows of
+    rel_emb. x (T, d); w_* (d, d_h); rel_emb (2k, d). Returns (T, T).
+    """
+    T, k = x.shape[0], rel_emb.shape[0] // 2
+    qc, kc = x @ w_qc, x @ w_kc  # (T, d_h)
+    qr, kr = rel_emb @ w_qr, rel_emb @ w_kr  # (2k, d_h)
+    delta = (torch.arange(T)[:, None] - torch.arange(T)[None, :]).clamp(-k, k - 1) + k  # (T, T) in [0, 2k)
+    c2c = qc @ kc.T
+    c2p = (qc @ kr.T).gather(1, delta)  # [i, j] = Qc_i . Kr_delta(i, j)
+    p2c = (kc @ qr.T).gather(1, delta).T  # [i, j] = Kc_j . Qr_delta(j, i)
+    return (c2c + c2p + p2c) / math.sqrt(3 * qc.shape[-1])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # ALiBi
 
@@ -302,6 +338,21 @@ def rope_wavelengths(inv_freq: torch.Tensor) -> torch.Tensor:
     if not isinstance(inv_freq, torch.Tensor) or inv_freq.dim() != 1:
         raise TypeError("inv_freq must be a 1-D torch.Tensor")
     return 2 * math.pi / inv_freq
+
+
+def rope_score_bound(head_dim: int, base: float = 10000.0, max_distance: int = 4096,
+                     scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's long-term decay (Su et al. 2021, Sec. 3.4.3): the relative upper bound of |q . k| at distance m.
+
+    With S_j = sum_{i<j} exp(i m theta_i), the bound is (2/D) sum_j |S_j| (times max |q_i k_i| differences), in
+    float64. Returns (distances (N,) int64, 1..max_distance log-spaced, bound (N,) float64).
+    """
+    check_int("max_distance", max_distance)
+    inv_freq, _ = rope_inv_freq(head_dim, base, scaling)
+    m = torch.unique(torch.logspace(0, math.log10(max_distance), 400).round().long())  # (N,)
+    phase = m[:, None].double() * inv_freq.double()[None]  # (N, D/2)
+    partial = torch.cumsum(torch.polar(torch.ones_like(phase), phase), dim=-1)  # S_1..S_{D/2}, (N, D/2)
+    return m, partial.abs().mean(-1)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -253,3 +253,39 @@ def test_row_position_nll_matches_library_loss():
         P.row_position_nll(model, rows[0])
     with pytest.raises(ValueError, match="batch_size"):
         P.row_position_nll(model, rows, batch_size=0)
+
+
+def test_transformer_xl_scores_equal_the_four_terms():
+    gen = torch.Generator().manual_seed(5)
+    T, d, dh = 7, 8, 4
+    x, wq, wk, wr = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in [(T, d), (d, dh), (d, dh), (d, dh)])
+    u, v = torch.randn(dh, generator=gen, dtype=torch.float64), torch.randn(dh, generator=gen, dtype=torch.float64)
+    got = P.transformer_xl_scores(x, wq, wk, wr, u, v)
+    R = torch.tensor([[math.sin(m / 10000 ** (2 * (c // 2) / d)) if c % 2 == 0 else
+                       math.cos(m / 10000 ** (2 * (c // 2) / d)) for c in range(d)] for m in range(T)],
+                     dtype=torch.float64)  # sinusoid of each distance, written out
+    for i in range(T):
+        for j in range(T):
+            if j > i:
+                assert got[i, j] == float("-inf")
+                continue
+            qi, kj, rij = x[i] @ wq, x[j] @ wk, R[i - j] @ wr
+            expected = qi @ kj + qi @ rij + u @ kj + v @ rij
+            assert abs(got[i, j].item() - expected.item()) < 1e-5  # the sinusoid table is float32
+
+
+def test_deberta_scores_equal_the_three_terms():
+    gen = torch.Generator().manual_seed(6)
+    T, d, dh, k = 9, 8, 4, 3
+    x = torch.randn(T, d, generator=gen, dtype=torch.float64)
+    wqc, wkc, wqr, wkr = (torch.randn(d, dh, generator=gen, dtype=torch.float64) for _ in range(4))
+    P_rel = torch.randn(2 * k, d, generator=gen, dtype=torch.float64)
+    got = P.deberta_scores(x, wqc, wkc, wqr, wkr, P_rel)
+
+    def delta(i, j):  # He et al. 2021, eq. 3
+        return 0 if i - j <= -k else 2 * k - 1 if i - j >= k else i - j + k
+    for i in range(T):
+        for j in range(T):
+            expected = ((x[i] @ wqc) @ (x[j] @ wkc) + (x[i] @ wqc) @ (P_rel[delta(i, j)] @ wkr)
+                        + (x[j] @ wkc) @ (P_rel[delta(j, i)] @ wqr)) / math.sqrt(3 * dh)
+            assert abs(got[i, j].item() - expected.item()) < 1e-10

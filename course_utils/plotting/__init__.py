@@ -9,7 +9,8 @@ from .attention import (plot_attention_weights, plot_masks, plot_scaling_study, 
                         plot_attention_cost)
 from .norms import plot_norm_axes, plot_grad_norms, plot_norm_loss_curves, plot_activations  # noqa: F401
 from .positional import (plot_position_matrix, plot_rope_wavelengths, plot_t5_buckets,  # noqa: F401
-                         plot_extrapolation, plot_position_loss)
+                         plot_extrapolation, plot_position_loss, plot_rope_rotation, plot_score_bound,
+                         plot_alibi_bias, plot_passkey_accuracy, plot_score_profile)
 from .moe import plot_expert_share, plot_drop_vs_capacity  # noqa: F401
 from .decoding import plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n  # noqa: F401
 from .lora import plot_memory_breakdown, plot_rank_sweep, plot_quant_error  # noqa: F401
