@@ -287,10 +287,12 @@ def ask_score_profile(model: RetrievalLM, length: int, n: int, *, layer: int = -
 
     Returns {"distance": bin centres (K,), "filler_mean", "filler_p99": score of filler keys at that distance
     (K,), "key_score": (K,) score of the passkey's first digit when it sits at that distance (nan if never),
-    "entropy": (n,) attention entropy of the <ask> row in nats, mean over heads}. bin_size defaults to L / 2.
+    "entropy": (n,) attention entropy of the <ask> row in nats, "key_weight": (n,) its attention weight on the
+    passkey's first digit, both means over heads}. bin_size defaults to L / 2.
     """
     bin_size = bin_size or model.cfg.train_length // 2
-    ids, key_start = passkey_batch(n, length, n_digits=model.cfg.n_digits, generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
+    ids, key_start = passkey_batch(n, length, n_digits=model.cfg.n_digits, generator=gen)
     scores = ask_attention_scores(model, ids)[:, layer]  # (n, H, T)
     ask = length - model.cfg.n_digits - 1
     distance = ask - torch.arange(length)  # (T,) distance of each key from <ask>
@@ -310,8 +312,9 @@ def ask_score_profile(model: RetrievalLM, length: int, n: int, *, layer: int = -
         out["filler_p99"].append(filler.flatten().quantile(0.99).item())
         out["key_score"].append(key_score[keys].mean().item() if keys.any() else float("nan"))
     out = {k: torch.tensor(v) for k, v in out.items()}
-    weights = torch.softmax(scores, dim=-1)
+    weights = torch.softmax(scores, dim=-1)  # (n, H, T)
     out["entropy"] = torch.special.entr(weights).sum(-1).mean(-1)  # (n,)
+    out["key_weight"] = weights[torch.arange(n), :, key_start + 1].mean(-1)  # (n,)
     return out
 
 

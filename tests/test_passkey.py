@@ -151,3 +151,14 @@ def test_committed_models_answer_at_their_length(name):
     length = model.cfg.train_length * (8 if name == "rope-pi8" else 1)
     res = pk.passkey_eval(model, length, 64, seed=99)
     assert res["correct"].float().mean() >= 0.8, (name, res["correct"].float().mean())
+
+
+def test_score_profile_weights_are_the_softmax_of_the_scores():
+    torch.manual_seed(0)
+    model = pk.RetrievalLM(pk.RetrievalConfig(d_model=32, n_heads=4, train_length=16))
+    prof = pk.ask_score_profile(model, 48, 6, seed=4, bin_size=8)
+    ids, start = pk.passkey_batch(6, 48, generator=torch.Generator().manual_seed(4))
+    w = torch.softmax(pk.ask_attention_scores(model, ids)[:, -1], dim=-1)  # (n, H, T)
+    assert torch.allclose(prof["key_weight"], w[torch.arange(6), :, start + 1].mean(-1), atol=1e-6)
+    assert torch.allclose(prof["entropy"], -(w * w.clamp_min(1e-30).log()).sum(-1).mean(-1), atol=1e-5)
+    assert (prof["distance"] > 0).all() and prof["filler_p99"].ge(prof["filler_mean"]).all()

@@ -9,7 +9,8 @@ from .runner import call, compare, run_check  # noqa: F401
 from .setup import check_softmax  # noqa: F401
 from .attention import check_causal_attention, check_repeat_kv, check_sharpest_head  # noqa: F401
 from .norms import check_rms_norm, check_layer_norm, check_swiglu  # noqa: F401
-from .positional import check_apply_rope, check_alibi_slopes, check_ntk_inv_freq  # noqa: F401
+from .positional import (check_apply_rope, check_alibi_slopes, check_ntk_inv_freq, check_yarn_ramp,  # noqa: F401
+                         check_wavelength_stretch)
 from .moe import (check_active_params, check_capacity_keep_mask, check_load_balancing_loss,  # noqa: F401
                   check_top_k_routing)
 from .decoding import check_top_p, check_repetition_penalty, check_majority_vote  # noqa: F401

@@ -59,3 +59,66 @@ def check_ntk_inv_freq(ntk_inv_freq: Callable) -> None:
                 return problem
         return None
     return run_check("NTK-aware inverse frequencies", trial)
+
+
+def _yarn_ramp_reference(head_dim: int, base: float, original: int, factor: float) -> torch.Tensor:
+    """Share of each pair's frequency that YaRN interpolates, read back from transformers' YaRN frequencies."""
+    from transformers import Qwen3Config
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    cfg = Qwen3Config(hidden_size=4 * head_dim, num_attention_heads=4, head_dim=head_dim,
+                      max_position_embeddings=int(original * factor),
+                      rope_parameters={"rope_type": "yarn", "factor": factor, "rope_theta": base,
+                                       "original_max_position_embeddings": original})
+    yarn, _ = ROPE_INIT_FUNCTIONS["yarn"](cfg, "cpu")
+    plain = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    return ((plain - yarn.double()) / (plain - plain / factor)).clamp(0, 1)  # 0 = kept, 1 = divided by factor
+
+
+def check_yarn_ramp(yarn_ramp: Callable) -> None:
+    """yarn_ramp(head_dim, base, original, beta_fast=32, beta_slow=1) -> (head_dim/2,) share interpolated per pair:
+    0 for pairs that turn more than beta_fast times in `original` tokens, 1 below beta_slow turns, linear between."""
+    def trial():
+        for head_dim, base, original in [(64, 10000.0, 256), (128, 500000.0, 4096), (32, 10000.0, 64)]:
+            ref = _yarn_ramp_reference(head_dim, base, original, 8.0)
+            got = call(yarn_ramp, head_dim, base, original)
+            name = f"yarn_ramp({head_dim}, {base:g}, {original})"
+            problem = compare(name, got, ref, atol=1e-5)
+            if problem and isinstance(got, torch.Tensor) and got.shape == ref.shape:
+                if compare(name, 1 - got, ref, atol=1e-5) is None:
+                    return problem + ". Hint: you returned the share KEPT; fast pairs (many turns) must get 0."
+                if got.min() < 0 or got.max() > 1:
+                    return problem + ". Hint: clamp the ramp to [0, 1]."
+                return problem + (". Hint: a pair's number of turns in `original` tokens is original / wavelength;"
+                                  " transformers rounds the low boundary down and the high one up (truncate=True).")
+            if problem:
+                return problem
+        return None
+    return run_check("YaRN ramp", trial)
+
+
+def check_wavelength_stretch(wavelength_stretch: Callable) -> None:
+    """wavelength_stretch(method, head_dim, factor) -> (head_dim/2,) new wavelength / old, predicted by hand for
+    method "linear" (PI) and "ntk"; compared with the wavelengths positional.rope_inv_freq measures."""
+    from ..positional import rope_inv_freq, rope_wavelengths
+
+    def trial():
+        for method in ("linear", "ntk"):
+            for head_dim, factor in [(64, 8.0), (16, 2.0)]:
+                plain = rope_wavelengths(rope_inv_freq(head_dim)[0].double())
+                scaled = rope_wavelengths(rope_inv_freq(head_dim, scaling={"rope_type": method, "factor": factor})[0]
+                                          .double())
+                ref = scaled / plain
+                got = call(wavelength_stretch, method, head_dim, factor)
+                name = f"wavelength_stretch({method!r}, {head_dim}, {factor:g})"
+                problem = compare(name, got, ref, atol=0, rtol=1e-4)
+                if problem and isinstance(got, torch.Tensor) and got.shape == ref.shape:
+                    if compare(name, 1 / got, ref, atol=0, rtol=1e-4) is None:
+                        return problem + ". Hint: dividing a frequency by s multiplies the wavelength by s."
+                    if method == "ntk":
+                        return problem + (". Hint: NTK multiplies the base by s^(D/(D-2)); pair i's wavelength grows"
+                                          " by that to the power 2i/D, so the slowest pair gets exactly s.")
+                if problem:
+                    return problem
+        return None
+    return run_check("wavelength stretch", trial)

@@ -122,7 +122,7 @@ def plot_alibi_bias(bias, heads=(0, 3, 7)):
         ax.set_title(f"head {h}", fontsize=9)
         ax.set_xlabel("key j")
     np.atleast_1d(axes)[0].set_ylabel("query i")
-    fig.colorbar(im, ax=axes, label="bias -slope * (i - j)", shrink=0.8)
+    fig.colorbar(im, ax=axes, label="bias = -slope * (i - j)", shrink=0.8)
     return fig, axes
 
 
