@@ -316,10 +316,11 @@ def grad_norms_at_init(norm_position: str, n_layers: int, rows: torch.Tensor, vo
 
 def train_tiny_lm(norm_position: str, rows: torch.Tensor, vocab_size: int, *, steps: int, lr: float,
                   warmup: int = 0, n_layers: int = 6, d_model: int = 64, n_heads: int = 4, batch_size: int = 8,
-                  seed: int = 0) -> list[float]:
+                  seed: int = 0, return_model: bool = False):
     """Train a TinyLM with Adam (linear warm-up over `warmup` steps, then constant lr); per-step losses.
 
     rows: (N, T) token ids sampled with a seeded generator. A loss that turns NaN ends the run (reported as NaN).
+    Returns the losses, or (losses, trained model) with return_model=True.
     """
     check_int("steps", steps)
     check_int("warmup", warmup, 0)
@@ -341,7 +342,26 @@ def train_tiny_lm(norm_position: str, rows: torch.Tensor, vocab_size: int, *, st
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
-    return losses
+    return (losses, model.eval()) if return_model else losses
+
+
+@torch.no_grad()
+def residual_updates(model: TinyLM, rows: torch.Tensor) -> dict[str, list[float]]:
+    """How much each block changes the residual stream x (B, T, d), averaged over the tokens of rows (B, T).
+
+    Returns {"relative_change": ||x_out - x_in|| / ||x_in|| per block, "cosine": cos(x_in, x_out) per block}.
+    A block whose output is nearly its input (cosine near 1) adds little depth: the "effective depth" argument
+    about pre-norm (e.g. Liu et al. 2020, Sec. 4; the notes' claim).
+    """
+    T = rows.shape[1]
+    x = model.embed(rows) + model.pos(torch.arange(T, device=rows.device))  # (B, T, d)
+    stats = {"relative_change": [], "cosine": []}
+    for block in model.blocks:
+        out = block(x)
+        stats["relative_change"].append(((out - x).norm(dim=-1) / x.norm(dim=-1)).mean().item())
+        stats["cosine"].append(F.cosine_similarity(out, x, dim=-1).mean().item())
+        x = out
+    return stats
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -162,3 +162,26 @@ def test_tinylm_embed_std_sets_the_embedding_scale():
 def test_tinylm_bad_embed_std_names_the_argument(bad):
     with pytest.raises(ValueError, match="embed_std"):
         N.TinyLM(500, embed_std=bad)
+
+
+def test_residual_updates_by_hand():
+    torch.manual_seed(0)
+    model = N.TinyLM(50, d_model=16, n_layers=3, n_heads=2, norm_position="pre", max_len=8).eval()
+    rows = torch.randint(0, 50, (2, 8))
+    stats = N.residual_updates(model, rows)
+    x = model.embed(rows) + model.pos(torch.arange(8))
+    for i, block in enumerate(model.blocks):  # written out: one block at a time, per token, then averaged
+        out = block(x)
+        rel = torch.stack([(out[b, t] - x[b, t]).norm() / x[b, t].norm() for b in range(2) for t in range(8)]).mean()
+        cos = torch.stack([out[b, t] @ x[b, t] / (out[b, t].norm() * x[b, t].norm())
+                           for b in range(2) for t in range(8)]).mean()
+        assert abs(stats["relative_change"][i] - rel.item()) < 1e-5 and abs(stats["cosine"][i] - cos.item()) < 1e-5
+        x = out
+
+
+def test_train_tiny_lm_can_return_its_model():
+    rows = torch.randint(0, 30, (16, 8), generator=torch.Generator().manual_seed(0))
+    losses, model = N.train_tiny_lm("post", rows, 30, steps=3, lr=1e-3, n_layers=2, d_model=16, n_heads=2,
+                                    return_model=True)
+    assert len(losses) == 3 and isinstance(model, N.TinyLM) and not model.training
+    assert losses == N.train_tiny_lm("post", rows, 30, steps=3, lr=1e-3, n_layers=2, d_model=16, n_heads=2)

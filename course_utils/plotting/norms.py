@@ -28,15 +28,17 @@ def plot_norm_axes(batch: int = 4, tokens: int = 5, features: int = 6):
     return fig, axes
 
 
-def plot_grad_norms(results: dict):
-    """results {n_layers: {placement: per-block grad norms}} -> one log-scale panel per depth: (fig, axes)."""
+def plot_grad_norms(results: dict, note: str = ""):
+    """results {n_layers: {placement: per-block grad norms}} -> one log-scale panel per depth: (fig, axes).
+
+    note: added to each panel's title (e.g. the initialization)."""
     fig, axes = new_figure(1, len(results), width=4.0, height=3.2)
     axes = [axes] if len(results) == 1 else list(axes)
     for ax, (n, by_pos) in zip(axes, results.items()):
         for pos, g in by_pos.items():
             ax.plot(range(1, len(g) + 1), g, marker="o", ms=3, label=pos)
         ax.set_yscale("log")
-        ax.set_title(f"{n} blocks at initialization")
+        ax.set_title(f"{n} blocks at initialization" + (f"\n{note}" if note else ""), fontsize=10)
         ax.set_xlabel("block (1 = nearest the input)")
     axes[0].set_ylabel("gradient norm of the block")
     axes[-1].legend(fontsize=8)
@@ -44,15 +46,22 @@ def plot_grad_norms(results: dict):
     return fig, axes
 
 
-def plot_norm_loss_curves(curves: dict, title: str = "training loss"):
-    """curves {label: per-step losses} -> (fig, ax); NaN (diverged) steps leave a gap."""
-    fig, ax = new_figure(width=6.5, height=3.5)
-    for label, losses in curves.items():
-        ax.plot(range(1, len(losses) + 1), losses, label=label, ls="--" if "no warm" in label else "-")
+def plot_norm_loss_curves(runs: dict, title: str = "training loss"):
+    """runs {"placement, warm-up label": [per-step losses of each seed]} -> mean over seeds with a min-max band:
+    colour = placement, dashed = no warm-up; NaN (diverged) steps leave a gap. (fig, ax)"""
+    fig, ax = new_figure(width=7.0, height=3.8)
+    placements = list(dict.fromkeys(label.split(",")[0] for label in runs))
+    for label, seeds in runs.items():
+        curves = np.array(seeds, dtype=float)  # (n_seeds, steps)
+        steps = np.arange(1, curves.shape[1] + 1)
+        colour = f"C{placements.index(label.split(',')[0])}"
+        ax.plot(steps, curves.mean(0), color=colour, ls="--" if "no warm" in label else "-",
+                label=f"{label} (mean of {len(curves)} seeds)")
+        ax.fill_between(steps, curves.min(0), curves.max(0), color=colour, alpha=0.15, lw=0)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_ylabel("training loss (nats/token)")
+    ax.set_title(title + " — band: min to max over seeds")
+    ax.legend(fontsize=7)
     return fig, ax
 
 
