@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import course_utils as cu
 from course_utils import attention as A
 
 SHAPES = [(1, 1, 1, 1, 8), (2, 3, 5, 5, 16), (2, 4, 17, 33, 32), (1, 2, 64, 64, 64)]  # (B, H, T, S, D)
@@ -336,3 +337,32 @@ def test_plot_helpers_and_widget():
     with pytest.raises(TypeError, match="text must be a string"):
         widgets.attention_explorer(model, tok, ["not", "text"])
     plt.close("all")
+
+
+def test_head_pattern_scores_by_hand():
+    from course_utils.attention import head_pattern_scores
+
+    period, T = 3, 6
+    w = torch.zeros(2, 4, T, T)  # (L, H, T, T): one head per pattern in layer 0, layer 1 uniform
+    for i in range(T):
+        w[0, 0, i, max(i - 1, 0)] = 1.0  # previous token
+        w[0, 1, i, i] = 1.0  # self
+        w[0, 2, i, 0] = 1.0  # first token
+        w[0, 3, i, max(i - period + 1, 0)] = 1.0  # induction: the token after the previous occurrence
+        w[1, :, i, : i + 1] = 1.0 / (i + 1)
+    s = head_pattern_scores(w, period)
+    for h, name in enumerate(["previous token", "self", "first token", "induction"]):
+        assert s[name][0, h] == 1.0 and s[name][0].sum() == 1.0, (name, s[name])
+    expected_uniform = sum(1 / (i + 1) for i in range(period, T)) / (T - period)
+    assert torch.allclose(s["induction"][1], torch.full((4,), expected_uniform))
+    with pytest.raises(ValueError, match="at least two periods"):
+        head_pattern_scores(w, 4)
+
+
+def test_repeated_sequence_study_shapes_and_loss():
+    from course_utils.attention import repeated_sequence_study
+
+    model, tok = cu.load_model("course-tiny", device="cpu", attn_implementation="eager")
+    out = repeated_sequence_study(model, len(tok), period=5, n=2, seed=1)
+    assert out["weights"].shape == (2, 4, 4, 10, 10) and out["nll"].shape == (2, 9)
+    assert torch.allclose(out["weights"].sum(-1), torch.ones(2, 4, 4, 10), atol=1e-5)

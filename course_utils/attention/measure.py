@@ -256,3 +256,45 @@ def attention_maps(model, tokenizer, text: str, *, max_tokens: int = 64) -> dict
     return {"tokens": tokens, "weights": weights, "entropy": entropy,
             "uniform_entropy": torch.log(n_keys[rows]).mean().item(), "causal": causal, "sink": sink,
             "sink_uniform": (1.0 / n_keys[rows]).mean().item(), "truncated": truncated, "note": note}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a gallery of head patterns: previous-token, self, first-token and induction heads
+
+
+def head_pattern_scores(weights: torch.Tensor, period: int) -> dict[str, torch.Tensor]:
+    """Mean weight each head puts on a pattern, for sequences made of one random block of `period` tokens repeated.
+
+    weights (L, H, T, T) or (N, L, H, T, T) with T >= 2 * period (averaged over N). Queries in the repeated part
+    (positions period..T-1) only. Returns {"previous token": weight on key i-1, "self": on key i, "first token":
+    on key 0, "induction": on key i - period + 1 — the token that followed the previous occurrence of the current
+    token (Olsson et al. 2022)}, each (L, H).
+    """
+    check_tensor("weights", weights, min_dim=4, floating=True)
+    w = weights if weights.dim() == 5 else weights[None]
+    T = w.shape[-1]
+    check_int("period", period, 2)
+    if T < 2 * period:
+        raise ValueError(f"weights must cover at least two periods: T = {T} < 2 * period = {2 * period}")
+    i = torch.arange(period, T)  # queries in the repeated part
+    pick = lambda keys: w[..., i, keys].mean(dim=(0, -1))  # noqa: E731  (L, H)
+    return {"previous token": pick(i - 1), "self": pick(i), "first token": pick(torch.zeros_like(i)),
+            "induction": pick(i - period + 1)}
+
+
+def repeated_sequence_study(model, vocab_size: int, period: int, n: int = 16, *, seed: int = 0) -> dict:
+    """Run an eager-attention model on n sequences, each a random block of `period` token ids from [0, vocab_size)
+    repeated twice. Returns {"weights": (n, L, H, 2 * period, 2 * period), "nll": (n, 2 * period - 1) next-token
+    loss in nats}: a model that copies in context predicts the second copy far better than the first."""
+    check_int("vocab_size", vocab_size, 2)
+    check_int("n", n)
+    gen = torch.Generator().manual_seed(seed)
+    block = torch.randint(0, vocab_size, (n, period), generator=gen)
+    ids = torch.cat([block, block], dim=1)
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        out = model(input_ids=ids.to(dev), output_attentions=True)
+    if not out.attentions or out.attentions[0] is None:
+        raise ValueError("the model returned no attention weights; load it with attn_implementation='eager'")
+    nll = F.cross_entropy(out.logits[:, :-1].float().transpose(1, 2).cpu(), ids[:, 1:], reduction="none")
+    return {"weights": torch.stack([a.float().cpu() for a in out.attentions], dim=1), "nll": nll}

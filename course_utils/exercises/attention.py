@@ -18,8 +18,18 @@ def check_causal_attention(causal_attention: Callable, trials: int = 4) -> None:
             B, H, T, D = 1 + t % 2, 1 + t, 2 + 3 * t, 4 * (t + 1)
             q, k, v = (torch.randn(B, H, T, D, generator=gen, dtype=torch.float64) * (1 + 3 * t) for _ in range(3))
             expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            problem = compare("causal_attention(q, k, v)", call(causal_attention, q.clone(), k.clone(), v.clone()),
-                              expected, atol=1e-6)
+            got = call(causal_attention, q.clone(), k.clone(), v.clone())
+            problem = compare("causal_attention(q, k, v)", got, expected, atol=1e-6)
+            if problem and isinstance(got, torch.Tensor) and got.shape == expected.shape:
+                hints = {"unscaled": (F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0),
+                                      "the scores need the 1/sqrt(D) scale"),
+                         "unmasked": (F.scaled_dot_product_attention(q, k, v), "the causal mask is missing: "
+                                      "query i may only see keys j <= i"),
+                         "upper": (F.scaled_dot_product_attention(q, k, v, attn_mask=torch.ones(
+                             T, T, dtype=torch.bool).triu()), "the mask is flipped: keep j <= i (tril), not j >= i")}
+                for ref, hint in hints.values():
+                    if compare("", got, ref, atol=1e-6) is None:
+                        return problem + f". Hint: {hint}."
             if problem:
                 return problem + f" (trial {t}, q of shape {tuple(q.shape)})"
         return None
@@ -69,3 +79,29 @@ def check_sharpest_head(sharpest_head: Callable, trials: int = 3) -> None:
                 return f"sharpest head should be (layer, head) = {idx}, got {got_idx}"
         return None
     return run_check("sharpest head", trial)
+
+
+def check_induction_score(induction_score: Callable) -> None:
+    """induction_score(weights (L, H, T, T), period) -> (L, H): mean weight from each query in the repeated half on
+    the token that followed the previous occurrence of its own token; compared with attention.head_pattern_scores."""
+    def trial():
+        from ..attention import head_pattern_scores
+
+        gen = torch.Generator().manual_seed(17)
+        for period, T in [(4, 8), (5, 12)]:
+            w = torch.softmax(torch.randn(2, 3, T, T, generator=gen).masked_fill(
+                torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")), dim=-1)  # causal weights
+            ref = head_pattern_scores(w, period)["induction"]
+            got = call(induction_score, w, period)
+            name = f"induction_score(weights, period={period})"
+            problem = compare(name, got, ref, atol=1e-6)
+            if problem and isinstance(got, torch.Tensor) and got.shape == ref.shape:
+                i = torch.arange(period, T)
+                if compare(name, got, w[..., i, i - period].mean(-1), atol=1e-6) is None:
+                    return problem + (". Hint: you scored the previous occurrence itself; an induction head attends "
+                                      "to the token AFTER it (key i - period + 1).")
+                return problem + ". Hint: average only over queries i = period .. T-1 (the repeated half)."
+            if problem:
+                return problem
+        return None
+    return run_check("induction score", trial)

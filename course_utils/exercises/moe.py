@@ -51,7 +51,13 @@ def check_load_balancing_loss(load_balancing_loss: Callable, trials: int = 4) ->
             logits = torch.randn(n, e, generator=gen) * 2
             got = call(load_balancing_loss, logits.clone(), e, k)
             got = torch.as_tensor(got, dtype=torch.float64).reshape(())
-            problem = compare("aux loss", got, reference((logits,), e, k).double().reshape(()), atol=1e-5)
+            ref = reference((logits,), e, k).double().reshape(())
+            problem = compare("aux loss", got, ref, atol=1e-5)
+            if problem and k > 1 and compare("", got, ref / k, atol=1e-5) is None:
+                return problem + (f". Hint: your loss is the reference / top_k: f_e is the share of tokens routed to"
+                                  f" expert e, divided by N only, so the f_e sum to top_k = {k}, not to 1.")
+            if problem and compare("", got, ref / e, atol=1e-5) is None:
+                return problem + ". Hint: multiply by n_experts (Switch's alpha * E * sum f_e P_e), so 1 is balanced."
             if problem:
                 return problem + f" (trial {t}: {n} tokens, {e} experts, top_k={k})"
         return None
@@ -71,10 +77,26 @@ def check_capacity_keep_mask(capacity_keep_mask: Callable, trials: int = 4) -> N
             if not isinstance(got, torch.Tensor) or got.dtype != torch.bool:
                 return "return a bool tensor of shape (N, k)"
             problem = compare("keep mask", got.float(), moe.capacity_keep_mask(index, e, cap).float())
+            if problem and compare("", got.float(), _token_major_keep(index, e, cap).float()) is None:
+                return problem.replace("max_diff 1", "some assignments differ") + (
+                    ". Hint: you filled the experts token by token (token 0's choices, then token 1's...); every"
+                    " token's FIRST choice goes before any second choice (GShard, Switch), so loop over the choice"
+                    " rank first.")
             if problem:
                 return problem.replace("max_diff 1", "some assignments differ") + f" (trial {t}: capacity {cap})"
         return None
     return run_check("expert capacity: which assignments fit", trial)
+
+
+def _token_major_keep(index: torch.Tensor, n_experts: int, capacity: int) -> torch.Tensor:
+    """The common mistake: keep assignments in token order (all of token 0's choices, then token 1's, ...)."""
+    count, keep = [0] * n_experts, torch.zeros(index.shape, dtype=torch.bool)
+    for token in range(index.shape[0]):
+        for rank in range(index.shape[1]):
+            expert = int(index[token, rank])
+            keep[token, rank] = count[expert] < capacity
+            count[expert] += int(keep[token, rank])
+    return keep
 
 
 def check_active_params(moe_param_counts: Callable, trials: int = 4) -> None:

@@ -6,7 +6,7 @@ memory plots), sft (07), dpo (08), grpo (09); figure.new_figure is the figure th
 
 from .figure import new_figure  # noqa: F401
 from .attention import (plot_attention_weights, plot_masks, plot_scaling_study, plot_entropy_grid,  # noqa: F401
-                        plot_attention_cost)
+                        plot_attention_cost, plot_head_patterns)
 from .norms import plot_norm_axes, plot_grad_norms, plot_norm_loss_curves, plot_activations  # noqa: F401
 from .positional import (plot_position_matrix, plot_rope_wavelengths, plot_t5_buckets,  # noqa: F401
                          plot_extrapolation, plot_position_loss, plot_rope_rotation, plot_score_bound,

@@ -103,3 +103,24 @@ def plot_attention_cost(rows: list, *, quadratic_ref: bool = True):
         ax.set_xlabel("sequence length T")
         ax.legend(fontsize=8)
     return fig, axes
+
+
+def plot_head_patterns(scores: dict, uniform: float | None = None):
+    """scores {pattern: (L, H) mean weight} -> one annotated layers × heads grid per pattern, one colour scale."""
+    fig, axes = new_figure(1, len(scores), width=3.0, height=2.9)
+    axes = [axes] if len(scores) == 1 else list(axes)
+    vmax = max(float(s.max()) for s in scores.values())
+    for ax, (name, s) in zip(axes, scores.items()):
+        im = ax.imshow(s.numpy(), cmap="viridis", vmin=0.0, vmax=vmax)
+        for i in range(s.shape[0]):
+            for j in range(s.shape[1]):
+                ax.text(j, i, f"{s[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if s[i, j] < 0.6 * vmax else "black")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_xticks(range(s.shape[1]))
+        ax.set_yticks(range(s.shape[0]))
+    axes[0].set_ylabel("layer")
+    label = "mean attention weight" + (f" (uniform ≈ {uniform:.3f})" if uniform is not None else "")
+    fig.colorbar(im, ax=axes, label=label, shrink=0.8)
+    return fig, axes
