@@ -48,8 +48,8 @@ def passkey_batch(n: int, length: int, *, n_digits: int = 3, generator: torch.Ge
     """
     check_int("n", n)
     check_int("n_digits", n_digits)
-    last_start = length - 2 * n_digits - 2  # <key> + digits must end before <ask> + digits
     check_int("length", length, 2 * n_digits + 3, allowed=f">= 2 * n_digits + 3 = {2 * n_digits + 3}")
+    last_start = length - 2 * n_digits - 2  # <key> + digits must end before <ask> + digits
     ids = torch.randint(N_DIGITS, N_DIGITS + N_FILLER, (n, length), generator=generator)
     ids[:, 0] = BOS
     if key_start is None:
@@ -343,33 +343,43 @@ def load_retrieval_model(path: str | Path) -> RetrievalLM:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Train the RoPE, ALiBi and NoPE models at L and fine-tune the RoPE one with PI at `--pi-factor` x L."""
+    """Train the RoPE, ALiBi and NoPE models at L and fine-tune the RoPE one with PI at `--pi-factor` x L.
+
+    A model whose file is already in --out is kept (an interrupted run resumes with the next model); --force retrains.
+    Each finished model is saved, and the log rewritten, at once.
+    """
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--out", type=Path, default=PASSKEY_DIR)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--pi-factor", type=int, default=8)
     parser.add_argument("--pi-steps", type=int, default=300)
+    parser.add_argument("--force", action="store_true", help="retrain models whose files exist")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    record = {"torch": torch.__version__, "threads": torch.get_num_threads(), "models": {}}
-    for position in POSITION_TYPES:
-        t0 = time.time()
-        model, log = train_retrieval(RetrievalConfig(position=position), steps=args.steps)
-        save_retrieval_model(model, args.out / f"{position}.safetensors")
-        record["models"][position] = {"config": asdict(model.cfg), "steps": args.steps, "batch_size": 32,
-                                      "seconds": round(time.time() - t0, 1), "log": log}
-        print(position, record["models"][position]["seconds"], "s, last", log[-1], flush=True)
-    t0 = time.time()
+    log_path = args.out / "training_log.json"
+    record = json.loads(log_path.read_text()) if log_path.exists() and not args.force else {"models": {}}
+    record.update(torch=torch.__version__, threads=torch.get_num_threads())
     pi = {"rope_type": "linear", "factor": float(args.pi_factor)}
-    length = args.pi_factor * model.cfg.train_length
-    tuned, log = finetune_with_scaling(load_retrieval_model(args.out / "rope.safetensors"), pi, length,
-                                       steps=args.pi_steps)
-    name = f"rope-pi{args.pi_factor}"
-    save_retrieval_model(tuned, args.out / f"{name}.safetensors")
-    record["models"][name] = {"from": "rope", "scaling": pi, "length": length, "steps": args.pi_steps,
-                              "batch_size": 16, "seconds": round(time.time() - t0, 1), "log": log}
-    print(name, record["models"][name]["seconds"], "s, last", log[-1], flush=True)
-    (args.out / "training_log.json").write_text(json.dumps(record, indent=1) + "\n")
+    length = args.pi_factor * RetrievalConfig().train_length
+    jobs = {position: (args.steps, {"batch_size": 32},
+                       lambda position=position: train_retrieval(RetrievalConfig(position=position), steps=args.steps))
+            for position in POSITION_TYPES}
+    jobs[f"rope-pi{args.pi_factor}"] = (
+        args.pi_steps, {"batch_size": 16, "from": "rope", "scaling": pi, "length": length},
+        lambda: finetune_with_scaling(load_retrieval_model(args.out / "rope.safetensors"), pi, length,
+                                      steps=args.pi_steps))
+    for name, (steps, about, job) in jobs.items():
+        path = args.out / f"{name}.safetensors"
+        if path.exists() and not args.force:
+            print(f"{name}: kept {path} (--force retrains it)", flush=True)
+            continue
+        t0 = time.time()
+        model, log = job()
+        save_retrieval_model(model, path)
+        record["models"][name] = {"config": asdict(model.cfg), "steps": steps, **about,
+                                  "seconds": round(time.time() - t0, 1), "log": log}
+        log_path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"{name}: {record['models'][name]['seconds']} s, last log row {log[-1] if log else None}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The passkey task and its small models, checked against transformers' RoPE / ALiBi code and torch's SDPA."""
 
+import json
 import math
 
 import pytest
@@ -162,3 +163,19 @@ def test_score_profile_weights_are_the_softmax_of_the_scores():
     assert torch.allclose(prof["key_weight"], w[torch.arange(6), :, start + 1].mean(-1), atol=1e-6)
     assert torch.allclose(prof["entropy"], -(w * w.clamp_min(1e-30).log()).sum(-1).mean(-1), atol=1e-5)
     assert (prof["distance"] > 0).all() and prof["filler_p99"].ge(prof["filler_mean"]).all()
+
+
+def test_training_script_keeps_finished_models_and_logs_each(tmp_path, capsys):
+    args = ["--out", str(tmp_path), "--steps", "2", "--pi-steps", "1", "--pi-factor", "2"]
+    pk.main(args)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["alibi.safetensors", "nope.safetensors", "rope-pi2.safetensors", "rope.safetensors",
+                     "training_log.json"]
+    first = json.loads((tmp_path / "training_log.json").read_text())
+    assert set(first["models"]) == {"rope", "alibi", "nope", "rope-pi2"} and first["models"]["rope-pi2"]["length"] == 128
+    (tmp_path / "nope.safetensors").unlink()  # as if the run had stopped before NoPE finished
+    capsys.readouterr()
+    pk.main(args)
+    out = capsys.readouterr().out
+    assert "rope: kept" in out and "alibi: kept" in out and "nope: kept" not in out
+    assert (tmp_path / "nope.safetensors").exists()
