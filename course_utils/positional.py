@@ -344,8 +344,8 @@ def rope_score_bound(head_dim: int, base: float = 10000.0, max_distance: int = 4
                      scaling: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """RoPE's long-term decay (Su et al. 2021, Sec. 3.4.3): the relative upper bound of |q . k| at distance m.
 
-    With S_j = sum_{i<j} exp(i m theta_i), the bound is (2/D) sum_j |S_j| (times max |q_i k_i| differences), in
-    float64. Returns (distances (N,) int64, 1..max_distance log-spaced, bound (N,) float64).
+    With S_j = sum_{i<j} exp(i m theta_i), the bound is (2/D) sum_j |S_j| (times max |q_i k_i| differences), summed
+    in float64 over the float32 frequencies. Returns (distances (N,) int64, 1..max_distance log-spaced, bound (N,)).
     """
     check_int("max_distance", max_distance)
     inv_freq, _ = rope_inv_freq(head_dim, base, scaling)

@@ -289,3 +289,20 @@ def test_deberta_scores_equal_the_three_terms():
             expected = ((x[i] @ wqc) @ (x[j] @ wkc) + (x[i] @ wqc) @ (P_rel[delta(i, j)] @ wkr)
                         + (x[j] @ wkc) @ (P_rel[delta(j, i)] @ wqr)) / math.sqrt(3 * dh)
             assert abs(got[i, j].item() - expected.item()) < 1e-10
+
+
+def test_rope_score_bound_written_out_and_pi_stretches_it():
+    m, bound = P.rope_score_bound(16, 100.0, 512)
+    theta = [100.0 ** (-2 * i / 16) for i in range(8)]
+    for dist, b in list(zip(m.tolist(), bound.tolist()))[::37]:
+        partial, total = 0j, 0.0
+        for t in theta:  # S_j = sum_{i<j} exp(i m theta_i), averaged |S_j| over j = 1..D/2
+            partial += complex(math.cos(dist * t), math.sin(dist * t))
+            total += abs(partial)
+        assert abs(b - total / 8) < 1e-5, dist  # the frequencies are float32, as transformers computes them
+    assert bound[0] > bound[-1]  # it decays from distance 1
+    m_pi, bound_pi = P.rope_score_bound(16, 100.0, 512, {"rope_type": "linear", "factor": 4.0})
+    at = dict(zip(m.tolist(), bound.tolist()))
+    for dist, b in zip(m_pi.tolist(), bound_pi.tolist()):
+        if dist % 4 == 0 and dist // 4 in at:  # PI's bound at 4m equals the plain bound at m
+            assert abs(b - at[dist // 4]) < 1e-5
