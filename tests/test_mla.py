@@ -5,7 +5,8 @@ import torch
 from transformers import DeepseekV3Config
 from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3Attention, DeepseekV3RotaryEmbedding
 
-from course_utils.attention.mla import MLA, MLACache
+from course_utils.attention import KVCache
+from course_utils.attention.mla import MLA
 
 
 @pytest.mark.parametrize("q_lora_rank", [None, 24])
@@ -36,7 +37,7 @@ def test_absorbed_and_cached_decoding_equal_the_naive_path():
     with torch.no_grad():
         naive = mla(x)
         assert torch.allclose(mla(x, absorbed=True), naive, atol=1e-12)
-        cache = MLACache()
+        cache = KVCache()
         steps = [mla(x[:, :4], cache=cache, absorbed=True)] + [mla(x[:, t: t + 1], cache=cache, absorbed=True)
                                                               for t in range(4, 9)]
     assert torch.allclose(torch.cat(steps, dim=1), naive, atol=1e-12)

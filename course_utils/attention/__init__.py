@@ -15,7 +15,7 @@ True = may attend. Entropies are in nats. Every name is importable from here: `f
 from .mechanism import (DEEPSEEK_V2_MLA, Attention, KVCache, attention_entropy, causal_mask,  # noqa: F401
                         kv_cache_bytes, mla_cache_bytes, padding_mask, repeat_kv, scaled_dot_product_attention,
                         sliding_window_mask)
-from .mla import MLA, MLACache  # noqa: F401
+from .mla import MLA  # noqa: F401
 from .paged import PagedKVCache, cache_waste, paged_attention  # noqa: F401
 from .sparse import local_global_mask, s2_attention, s2_mask  # noqa: F401
 from .efficient import linear_attention, linear_attention_weights, online_softmax, tiled_attention  # noqa: F401

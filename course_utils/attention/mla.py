@@ -10,38 +10,17 @@ load directly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
 from ..checks import check_int
 from ..norms import RMSNorm
 from ..positional import apply_rope, rope_inv_freq
-
-
-@dataclass
-class MLACache:
-    """What MLA keeps per token: the latent c_kv (B, S, kv_lora_rank) and the shared RoPE key k_rot (B, S, rope_dim)."""
-
-    c_kv: torch.Tensor | None = None
-    k_rot: torch.Tensor | None = None
-
-    @property
-    def seq_len(self) -> int:
-        return 0 if self.c_kv is None else self.c_kv.shape[1]
-
-    def update(self, c_kv, k_rot):
-        self.c_kv = c_kv if self.c_kv is None else torch.cat([self.c_kv, c_kv], dim=1)
-        self.k_rot = k_rot if self.k_rot is None else torch.cat([self.k_rot, k_rot], dim=1)
-        return self.c_kv, self.k_rot
-
-    def nbytes(self) -> int:
-        return 0 if self.c_kv is None else self.c_kv.nbytes + self.k_rot.nbytes
+from .mechanism import KVCache
 
 
 class MLA(nn.Module):
-    """Causal MLA. forward(x (B, T, d), cache=None, absorbed=False) -> (B, T, d).
+    """Causal MLA. forward(x (B, T, d), cache=None, absorbed=False) -> (B, T, d); a KVCache keeps the latents.
 
     q: q_b_proj(RMSNorm(q_a_proj(x))) split per head into a content part (nope_dim) and a RoPE part (rope_dim);
     kv: kv_a_proj_with_mqa(x) -> latent c_KV (normalized) and one RoPE key; kv_b_proj(c_KV) -> per-head k_nope, v.
@@ -83,14 +62,14 @@ class MLA(nn.Module):
         c_kv, k_rot = self.kv_a_proj_with_mqa(x).split([self.kv_lora_rank, self.rope_dim], dim=-1)
         return self.kv_a_layernorm(c_kv), apply_rope(k_rot, positions, self.inv_freq.to(x.dtype))
 
-    def forward(self, x: torch.Tensor, cache: MLACache | None = None, absorbed: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, absorbed: bool = False) -> torch.Tensor:
         B, T, _ = x.shape
         past = 0 if cache is None else cache.seq_len
         positions = torch.arange(past, past + T, device=x.device)
         q_nope, q_rot = self._queries(x, positions)  # (B, H, T, .)
         c_kv, k_rot = self.latents(x, positions)
-        if cache is not None:
-            c_kv, k_rot = cache.update(c_kv, k_rot)  # (B, S, r), (B, S, rope_dim)
+        if cache is not None:  # the latents are stored as one "head": (B, 1, S, r) and (B, 1, S, rope_dim)
+            c_kv, k_rot = (t[:, 0] for t in cache.update(c_kv[:, None], k_rot[:, None]))  # (B, S, r), (B, S, dr)
         S = c_kv.shape[1]
         w_uk, w_uv = self.kv_b_proj.weight.view(self.n_heads, self.nope_dim + self.v_dim, -1).split(
             [self.nope_dim, self.v_dim], dim=1)  # (H, nope_dim, r), (H, v_dim, r)
