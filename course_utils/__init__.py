@@ -3,8 +3,8 @@
 Modules in lecture order: env, models, data, pretrain · attention (01) · norms (02) · positional, passkey (03) ·
 moe (04) · decoding (05) · lora, memory (06) · sft, train, evaluation (07) · dpo (08) · grpo, rewards (09) ·
 stats, book (error bars for the lesson checks, and your numbers next to the stored ones) · checks (argument checks).
-exercises and plotting have one module per lecture (exercises.attention, plotting.decoding, ...); attention, dpo
-and grpo are packages whose modules split the concept from its data, training and measurements.
+exercises and plotting have one module per lecture (exercises.attention, plotting.decoding, ...); attention, moe,
+dpo and grpo are packages whose modules split the concept from its data, training and measurements.
 """
 
 from . import (attention, book, checks, decoding, dpo, evaluation, exercises, grpo, lora, memory,  # noqa: F401
@@ -27,4 +27,4 @@ from .dpo import dpo_loss, sequence_logprobs, simpo_loss  # noqa: F401
 from .grpo import GRPOConfig, grpo_loss, group_advantages, k3_kl, train_grpo  # noqa: F401
 from .stats import binomial_ci, check_above, check_gain, check_seeds  # noqa: F401
 from .book import compare_with_book  # noqa: F401
-from .widgets import attention_explorer, decoding_explorer, memory_explorer, rope_explorer  # noqa: F401
+from .widgets import attention_explorer, decoding_explorer, memory_explorer, moe_explorer, rope_explorer  # noqa: F401

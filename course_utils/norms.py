@@ -176,21 +176,39 @@ def count_params(module: nn.Module) -> int:
 
 
 class CausalSelfAttention(nn.Module):
-    """Minimal multi-head causal self-attention (q/k/v/o_proj, torch SDPA). (B, T, d) -> (B, T, d)."""
+    """Minimal multi-head causal self-attention (q/k/v/o_proj, torch SDPA). (B, T, d) -> (B, T, d).
 
-    def __init__(self, d_model: int, n_heads: int):
+    gated=True multiplies the attention output by sigmoid(gate_proj(x)) element by element before o_proj (the
+    query-dependent "G1" gate of Qiu et al. 2025, arXiv:2505.06708, as in transformers' Qwen3-Next attention).
+    keep_weights=True makes the next forwards compute the weights explicitly and keep them in `weights` (B, H, T, T).
+    """
+
+    def __init__(self, d_model: int, n_heads: int, gated: bool = False):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         self.n_heads, self.head_dim = n_heads, d_model // n_heads
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(d_model, d_model, bias=False) for _ in range(4))
+        self.gate_proj = nn.Linear(d_model, d_model, bias=False) if gated else None
+        self.keep_weights, self.weights, self.last_gate = False, None, None
 
     def forward(self, x):
         B, T, _ = x.shape
         q, k, v = (p(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
                    for p in (self.q_proj, self.k_proj, self.v_proj))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, -1))  # (B, T, d)
+        if self.keep_weights:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, H, T, T)
+            causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            self.weights = scores.masked_fill(~causal, float("-inf")).softmax(-1).detach()
+            out = self.weights @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        out = out.transpose(1, 2).reshape(B, T, -1)  # (B, T, d)
+        if self.gate_proj is not None:
+            gate = torch.sigmoid(self.gate_proj(x))  # (B, T, d), one gate per output element
+            self.last_gate = gate.detach()
+            out = out * gate
+        return self.o_proj(out)
 
 
 def _pre(b, x):
@@ -231,18 +249,18 @@ class Block(nn.Module):
     """Transformer block (causal attention + SwiGLU MLP) with the norm at `norm_position`. (B, T, d) -> (B, T, d).
 
     norm_position: "post" | "pre" | "sandwich" | "deepnorm"; norm: "rms" | "layer";
-    n_layers: stack depth (only DeepNorm uses it for alpha and beta).
+    n_layers: stack depth (only DeepNorm uses it for alpha and beta); gated: sigmoid gate on the attention output.
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int | None = None, norm_position: str = "pre",
-                 norm: str = "rms", eps: float = 1e-6, n_layers: int = 1):
+                 norm: str = "rms", eps: float = 1e-6, n_layers: int = 1, gated: bool = False):
         super().__init__()
         check_choice("norm_position", norm_position, list(NORM_POSITIONS))
         check_choice("norm", norm, list(NORMS))
         check_int("d_model", d_model)
         check_int("n_heads", n_heads)
         self.norm_position = norm_position
-        self.attn = CausalSelfAttention(d_model, n_heads)
+        self.attn = CausalSelfAttention(d_model, n_heads, gated)
         self.mlp = SwiGLUMLP(d_model, d_ff or swiglu_hidden_size(d_model))
         self.norm1, self.norm2 = NORMS[norm](d_model, eps), NORMS[norm](d_model, eps)
         if norm_position == "sandwich":
@@ -265,10 +283,12 @@ class TinyLM(nn.Module):
 
     input_ids (B, T) -> logits (B, T, V). Pre and sandwich stacks get a final norm (post/DeepNorm end in one).
     embed_std: std of the token and position embeddings at initialization (linear layers keep PyTorch's default).
+    gated: every block's attention output goes through a sigmoid gate (CausalSelfAttention).
     """
 
     def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 6, n_heads: int = 4,
-                 norm_position: str = "pre", norm: str = "layer", max_len: int = 256, embed_std: float = 0.02):
+                 norm_position: str = "pre", norm: str = "layer", max_len: int = 256, embed_std: float = 0.02,
+                 gated: bool = False):
         super().__init__()
         check_int("vocab_size", vocab_size, 2)
         check_int("n_layers", n_layers)
@@ -279,7 +299,7 @@ class TinyLM(nn.Module):
         nn.init.normal_(self.embed.weight, std=embed_std)  # GPT-2 style 0.02; 1.0 = unit-variance embeddings
         nn.init.normal_(self.pos.weight, std=embed_std)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, norm_position=norm_position, norm=norm,
-                                          n_layers=n_layers) for _ in range(n_layers))
+                                          n_layers=n_layers, gated=gated) for _ in range(n_layers))
         self.final_norm = NORMS[norm](d_model, 1e-6) if norm_position in ("pre", "sandwich") else nn.Identity()
         self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
 
@@ -316,10 +336,11 @@ def grad_norms_at_init(norm_position: str, n_layers: int, rows: torch.Tensor, vo
 
 def train_tiny_lm(norm_position: str, rows: torch.Tensor, vocab_size: int, *, steps: int, lr: float,
                   warmup: int = 0, n_layers: int = 6, d_model: int = 64, n_heads: int = 4, batch_size: int = 8,
-                  seed: int = 0, return_model: bool = False):
+                  seed: int = 0, return_model: bool = False, norm: str = "layer", gated: bool = False):
     """Train a TinyLM with Adam (linear warm-up over `warmup` steps, then constant lr); per-step losses.
 
     rows: (N, T) token ids sampled with a seeded generator. A loss that turns NaN ends the run (reported as NaN).
+    norm and gated are passed to TinyLM.
     Returns the losses, or (losses, trained model) with return_model=True.
     """
     check_int("steps", steps)
@@ -327,7 +348,7 @@ def train_tiny_lm(norm_position: str, rows: torch.Tensor, vocab_size: int, *, st
     check_number("lr", lr, 0, low_open=True)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = TinyLM(vocab_size, d_model, n_layers, n_heads, norm_position, max_len=rows.shape[1])
+    model = TinyLM(vocab_size, d_model, n_layers, n_heads, norm_position, norm, max_len=rows.shape[1], gated=gated)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     losses = []

@@ -112,6 +112,39 @@ def rope_explorer(head_dim: int = 64):
     return w.VBox([w.HBox([base, method]), w.HBox([factor, context]), out])
 
 
+# ---- 04 moe_explorer ----
+
+def moe_explorer():
+    """Sliders for top-k, capacity factor and the aux-loss coefficient: load per expert, kept and dropped, for a
+    router trained on a toy objective where expert 0 is better on average (moe.router_tradeoff)."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    from .moe import router_tradeoff
+    from .plotting import plot_router_tradeoff
+
+    top_k = w.IntSlider(value=2, min=1, max=4, description="top-k")
+    capacity = w.FloatSlider(value=1.25, min=0.5, max=3.0, step=0.25, description="capacity factor",
+                             style={"description_width": "initial"})
+    aux = w.SelectionSlider(options=[0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], value=0.0, description="aux coef")
+    out = w.Output()
+
+    def update(*_):
+        result = router_tradeoff(aux.value, top_k=top_k.value, capacity_factor=capacity.value)
+        fig, ax = plot_router_tradeoff(result)
+        ax.set_title(f"top-{top_k.value}, capacity factor {capacity.value:g}, aux coef {aux.value:g}", fontsize=10)
+        plt.show()
+        plt.close(fig)
+        print(f"dropped {result['dropped']:.1%} of assignments;  aux loss {result['aux']:.2f} (even = {top_k.value});  "
+              f"quality delivered {result['quality']:.2f} of the best experts'")
+
+    callback = safe_callback(out, update)
+    for c in (top_k, capacity, aux):
+        c.observe(callback, names="value")
+    callback()
+    return w.VBox([w.HBox([top_k, aux]), capacity, out])
+
+
 # ---- 05 decoding_explorer (issue 6) ----
 
 def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30, seed: int = 0, top: int = 15):

@@ -328,13 +328,14 @@ def _drive(widget) -> int:
     return n
 
 
-@pytest.mark.parametrize("which", ["decoding_explorer", "attention_explorer", "memory_explorer", "rope_explorer"])
+@pytest.mark.parametrize("which", ["decoding_explorer", "attention_explorer", "memory_explorer", "rope_explorer",
+                                   "moe_explorer"])
 def test_widget_controls_at_extremes(which):
     from course_utils import widgets
 
     fn = getattr(widgets, which, None)
     assert fn is not None, f"widgets.{which} is missing"
-    if which in ("memory_explorer", "rope_explorer"):
+    if which in ("memory_explorer", "rope_explorer", "moe_explorer"):
         w = fn()
     elif which == "attention_explorer":
         m, t = cu.load_model("course-tiny", device="cpu", attn_implementation="eager")

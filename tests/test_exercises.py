@@ -39,3 +39,22 @@ def test_check_reports_unfinished_or_wrong_functions(name, fn, verdict, capsys):
     assert out.startswith(verdict + " "), (name, out)
     if fn is _raises:
         assert "ValueError: a student's bug" in out, out
+
+
+def _decode(scale=True, mask_first=False, append=True):
+    def decode_step(q, k_new, v_new, cache):
+        keys, values = torch.cat([cache[0], k_new], -2), torch.cat([cache[1], v_new], -2)
+        k_att, v_att = (keys, values) if append else cache
+        scores = q @ k_att.transpose(-1, -2) / (q.shape[-1] ** 0.5 if scale else 1.0)  # (B, H, 1, S)
+        if mask_first:
+            scores = scores.masked_fill(~torch.ones(1, scores.shape[-1], dtype=torch.bool).tril(), float("-inf"))
+        return torch.softmax(scores, -1) @ v_att, (keys, values)
+    return decode_step
+
+
+@pytest.mark.parametrize("kwargs, expected", [({}, "PASS"), ({"scale": False}, "1/sqrt(D)"),
+                                              ({"mask_first": True}, "use no mask"), ({"append": False}, "then attend")])
+def test_decode_step_hints(kwargs, expected, capsys):
+    cu.exercises.check_decode_step(_decode(**kwargs))
+    out = capsys.readouterr().out
+    assert expected in out, out

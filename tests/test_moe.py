@@ -271,3 +271,109 @@ def test_token_class_by_hand():
              ".": "punctuation/other", "Ġ+": "punctuation/other", "Ċ": "punctuation/other", "Ġ4a": "punctuation/other"}
     for token, expected in cases.items():
         assert M.token_class(token) == expected, token
+
+
+def _swiglu64(mlp, x):
+    g, u, d = (lin.weight.double() for lin in (mlp.gate_proj, mlp.up_proj, mlp.down_proj))
+    return (torch.nn.functional.silu(x @ g.t()) * (x @ u.t())) @ d.t()
+
+
+def test_shared_experts_added_to_routed_output_float64():
+    gen = torch.Generator().manual_seed(11)
+    layer = M.MoE(12, 10, 6, 2, n_shared_experts=2)
+    assert layer.shared_experts.gate_proj.weight.shape == (20, 12)  # width n_shared * d_ff
+    x = torch.randn(15, 12, generator=gen)
+    probs = torch.softmax(x.double() @ layer.gate.weight.double().t(), -1)  # (N, E)
+    w, idx = probs.topk(2, -1)
+    w = w / w.sum(-1, keepdim=True)
+    ref = _swiglu64(layer.shared_experts, x.double())
+    for n in range(15):
+        for j in range(2):
+            ref[n] += w[n, j] * _swiglu64(layer.experts[int(idx[n, j])], x[n].double())
+    with torch.no_grad():
+        assert _max_diff(layer(x), ref) < 1e-5
+        assert _max_diff(M.dense_reference_moe(layer, x), ref) < 1e-5
+
+
+def test_router_bias_changes_the_choice_not_the_weights():
+    gen = torch.Generator().manual_seed(12)
+    logits = torch.randn(40, 5, generator=gen)
+    bias = torch.tensor([0.0, 0.0, 0.0, 5.0, 0.0])  # expert 3 is always chosen
+    w, idx = M.top_k_routing(logits, 2, bias=bias)
+    assert (idx == 3).any(-1).all()
+    probs = torch.softmax(logits.double(), -1)
+    hand = probs.gather(1, idx) / probs.gather(1, idx).sum(-1, keepdim=True)  # unbiased probabilities, renormalized
+    assert _max_diff(w, hand) < 1e-6
+    router = M.TopKRouter(8, 5, 2)
+    x = torch.randn(40, 8, generator=gen)
+    router.expert_bias[3] = 5.0
+    assert (router(x)[2] == 3).any(-1).all()
+
+
+def test_expert_choice_routing_takes_each_experts_best_tokens():
+    gen = torch.Generator().manual_seed(13)
+    logits = torch.randn(30, 4, generator=gen)
+    weights, token_index = M.expert_choice_routing(logits, capacity=7)
+    probs = torch.softmax(logits.double(), -1)
+    for e in range(4):
+        order = sorted(range(30), key=lambda n: -probs[n, e].item())[:7]
+        assert sorted(token_index[e].tolist()) == sorted(order)
+        assert _max_diff(weights[e], probs[token_index[e], e]) < 1e-6
+    counts = M.experts_per_token(token_index, 30)
+    assert counts.sum().item() == 4 * 7 and counts.shape == (30,)
+
+
+def test_soft_moe_matches_slot_by_slot_float64_and_is_not_causal():
+    gen = torch.Generator().manual_seed(14)
+    layer = M.SoftMoE(6, 8, n_experts=3, slots_per_expert=2)
+    x = torch.randn(2, 5, 6, generator=gen)
+    phi = layer.slot_embeddings.double()
+    ref = torch.zeros(2, 5, 6, dtype=torch.float64)
+    for b in range(2):
+        xb = x[b].double()
+        logits = xb @ phi  # (T, 6 slots)
+        dispatch = torch.exp(logits) / torch.exp(logits).sum(0, keepdim=True)
+        combine = torch.exp(logits) / torch.exp(logits).sum(1, keepdim=True)
+        slot_out = [_swiglu64(layer.experts[s // 2], (dispatch[:, s:s + 1] * xb).sum(0)) for s in range(6)]
+        for t in range(5):
+            ref[b, t] = sum(combine[t, s] * slot_out[s] for s in range(6))
+    with torch.no_grad():
+        out = layer(x)
+        assert _max_diff(out, ref) < 1e-5
+        x2 = x.clone()
+        x2[:, -1] += 1.0  # change only the last token
+        assert _max_diff(layer(x2)[:, 0], out[:, 0]) > 1e-4  # the first token's output moves: future leaks in
+
+
+def test_active_params_dense_vs_moe_by_hand():
+    dense = M.dense_language_model(50, d_model=16, n_layers=2, n_heads=2, d_ff=64)
+    moe = M.moe_language_model(50, d_model=16, n_layers=2, n_heads=2, d_ff=16, n_experts=8, top_k=3, n_shared_experts=1)
+    n_dense = sum(p.numel() for p in dense.parameters())
+    assert M.active_params(dense) == n_dense
+    assert M.active_params(moe) == n_dense + 2 * 16 * 8  # same FFN width (3 + 1) * 16 = 64, plus one router per layer
+    assert sum(p.numel() for p in moe.parameters()) == n_dense + 2 * 16 * 8 + 2 * 5 * 3 * 16 * 16  # 5 idle experts
+
+
+def test_training_options_bias_updates_and_dense_model():
+    rows = torch.randint(0, 50, (40, 16), generator=torch.Generator().manual_seed(0))
+    moe = M.moe_language_model(50, d_model=16, n_layers=1, n_heads=2, d_ff=16, n_experts=4, top_k=1)
+    log = M.train_moe_lm(moe, rows, steps=5, batch_size=4, aux_loss_coef=0.0, z_loss_coef=1e-3, bias_update_rate=0.1)
+    bias = moe.model.layers[0].mlp.gate.expert_bias
+    assert bias.abs().max().item() > 0 and len(log["z"]) == 5 and min(log["z"]) > 0
+    dense = M.dense_language_model(50, d_model=16, n_layers=1, n_heads=2, d_ff=16)
+    log = M.train_moe_lm(dense, rows, steps=3, batch_size=4, aux_loss_coef=0.0)
+    assert len(log["ce"]) == 3 and log["share"].shape == (3, 0)
+    with pytest.raises(ValueError, match="need MoE layers"):
+        M.train_moe_lm(dense, rows, steps=1, batch_size=4, aux_loss_coef=0.1)
+    weights = M.routing_map(moe, rows[0])
+    assert weights.shape == (16, 4) and torch.allclose(weights.sum(-1), torch.ones(16)) and ((weights > 0).sum(-1) == 1).all()
+
+
+def test_router_tradeoff_aux_coefficient_evens_the_load():
+    greedy, balanced = M.router_tradeoff(0.0), M.router_tradeoff(2.0)
+    assert greedy["share"][0] > 0.3 and balanced["aux"] < greedy["aux"] and balanced["dropped"] < greedy["dropped"]
+    unlimited = [M.router_tradeoff(c, capacity_factor=8.0) for c in (0.0, 2.0)]  # nothing dropped
+    assert unlimited[0]["dropped"] == unlimited[1]["dropped"] == 0
+    assert unlimited[1]["quality"] < unlimited[0]["quality"]  # balancing costs quality when nothing is dropped
+    with pytest.raises(ValueError, match="aux_loss_coef"):
+        M.router_tradeoff(-1.0)

@@ -185,3 +185,36 @@ def test_train_tiny_lm_can_return_its_model():
                                     return_model=True)
     assert len(losses) == 3 and isinstance(model, N.TinyLM) and not model.training
     assert losses == N.train_tiny_lm("post", rows, 30, steps=3, lr=1e-3, n_layers=2, d_model=16, n_heads=2)
+
+
+def test_gated_attention_float64_and_zero_gate_weights_halve_the_output():
+    gen = torch.Generator().manual_seed(5)
+    attn = N.CausalSelfAttention(8, 2, gated=True).double()
+    x = torch.randn(2, 5, 8, generator=gen, dtype=torch.float64)
+    q, k, v = (lin(x).view(2, 5, 2, 4).transpose(1, 2) for lin in (attn.q_proj, attn.k_proj, attn.v_proj))
+    w = (q @ k.transpose(-1, -2) / 2.0).masked_fill(~torch.ones(5, 5, dtype=torch.bool).tril(), float("-inf")).softmax(-1)
+    ref = attn.o_proj((w @ v).transpose(1, 2).reshape(2, 5, 8) * torch.sigmoid(attn.gate_proj(x)))
+    assert (attn(x) - ref).abs().max().item() < 1e-10
+    attn.keep_weights = True
+    assert (attn(x) - ref).abs().max().item() < 1e-10 and (attn.weights - w).abs().max().item() < 1e-12
+    with torch.no_grad():
+        attn.gate_proj.weight.zero_()  # sigmoid(0) = 1/2 everywhere
+    plain = N.CausalSelfAttention(8, 2).double()
+    plain.load_state_dict({k: v for k, v in attn.state_dict().items() if not k.startswith("gate_proj")})
+    assert (attn(x) - 0.5 * plain(x)).abs().max().item() < 1e-10
+
+
+def test_sink_statistics_on_a_tiny_lm():
+    from course_utils import attention as A
+
+    rows = torch.randint(0, 30, (3, 20), generator=torch.Generator().manual_seed(0))
+    model = N.TinyLM(30, d_model=16, n_layers=2, n_heads=2, max_len=20, gated=True)
+    stats = A.sink_statistics(model, rows, skip=4)
+    assert stats["first_token_weight"].shape == (2, 2) and ((stats["first_token_weight"] > 0) & (stats["first_token_weight"] < 1)).all()
+    assert abs(stats["uniform"] - sum(1 / (i + 1) for i in range(4, 20)) / 16) < 1e-12
+    assert stats["massive_first"].shape == (2,) and (stats["gate_mean"] > 0).all() and (stats["gate_mean"] < 1).all()
+    assert all(b.attn.weights is None and not b.attn.keep_weights for b in model.blocks)  # left as it found them
+    plain = N.TinyLM(30, d_model=16, n_layers=2, n_heads=2, max_len=20)
+    assert torch.isnan(A.sink_statistics(plain, rows)["gate_mean"]).all()
+    with pytest.raises(ValueError, match="skip"):
+        A.sink_statistics(model, rows, skip=20)

@@ -7,7 +7,7 @@ attention (01), norms (02), positional (03), moe (04), decoding (05), lora (06),
 
 from .runner import call, compare, run_check  # noqa: F401
 from .setup import check_softmax  # noqa: F401
-from .attention import check_causal_attention, check_induction_score, check_repeat_kv, check_sharpest_head  # noqa: F401
+from .attention import check_causal_attention, check_decode_step, check_induction_score, check_sharpest_head  # noqa: F401
 from .norms import check_rms_norm, check_layer_norm, check_swiglu  # noqa: F401
 from .positional import (check_apply_rope, check_alibi_slopes, check_ntk_inv_freq, check_yarn_ramp,  # noqa: F401
                          check_wavelength_stretch)

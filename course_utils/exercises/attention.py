@@ -1,4 +1,4 @@
-"""Lecture 01 (attention) exercise checks: causal attention, repeat_kv, the sharpest head."""
+"""Lecture 01 (attention) exercise checks: causal attention, a KV-cached decode step, the sharpest head, induction."""
 
 from __future__ import annotations
 
@@ -36,19 +36,49 @@ def check_causal_attention(causal_attention: Callable, trials: int = 4) -> None:
     return run_check("causal attention", trial)
 
 
-def check_repeat_kv(repeat_kv: Callable, trials: int = 4) -> None:
-    """repeat_kv(x (B, H_kv, S, D), n_rep) -> (B, H_kv·n_rep, S, D), KV head h serving query heads h·n_rep …"""
+def check_decode_step(decode_step: Callable) -> None:
+    """decode_step(q, k_new, v_new, cache) -> (out, cache): one generated token with a KV cache.
+
+    q, k_new, v_new (B, H, 1, D); cache = (keys, values), each (B, H, S, D) (S = 0 at the start). Fed one token at a
+    time, the outputs must equal full causal attention over the whole sequence (float64 torch SDPA).
+    """
     def trial():
-        gen = torch.Generator().manual_seed(202)
-        for t, (h_kv, n_rep) in enumerate([(1, 1), (2, 2), (1, 4), (3, 2)][:trials]):
-            x = torch.randn(2, h_kv, 5, 3, generator=gen)
-            problem = compare(f"repeat_kv(x, {n_rep})", call(repeat_kv, x.clone(), n_rep),
-                              torch.repeat_interleave(x, n_rep, dim=1), atol=0.0, rtol=0.0)
-            if problem:
-                hint = " (each KV head must be repeated n_rep times in a row: heads 0,0,1,1 not 0,1,0,1)"
-                return problem + f" for H_kv={h_kv}, n_rep={n_rep}" + (hint if "differs" in problem else "")
-        return None
-    return run_check("repeat_kv", trial)
+        gen = torch.Generator().manual_seed(404)
+        B, H, T, D = 2, 3, 7, 8
+        q, k, v = (torch.randn(B, H, T, D, generator=gen, dtype=torch.float64) * 2 for _ in range(3))
+        expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        cache = (k[:, :, :0], v[:, :, :0])
+        outs = []
+        for t in range(T):
+            result = call(decode_step, q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], cache)
+            if not isinstance(result, tuple) or len(result) != 2:
+                return "return a pair (out, cache)"
+            out, cache = result
+            if not isinstance(cache, tuple) or len(cache) != 2 or not all(isinstance(c, torch.Tensor) for c in cache):
+                return "the cache must be a pair of tensors (keys, values)"
+            if cache[0].shape != (B, H, t + 1, D):
+                return (f"after {t + 1} steps the key cache should be (B, H, {t + 1}, D) = {(B, H, t + 1, D)}, got "
+                        f"{tuple(cache[0].shape)}. Hint: append the new key and value (torch.cat on dim -2) and "
+                        f"return the longer cache.")
+            outs.append(out)
+        got = torch.cat(outs, dim=-2) if all(isinstance(o, torch.Tensor) for o in outs) else outs
+        problem = compare("outputs over all steps", got, expected, atol=1e-6)
+        if problem and isinstance(got, torch.Tensor) and got.shape == expected.shape:
+            first_key_only = v[:, :, :1].expand(B, H, T, D)
+            hints = [(F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0),
+                      "the scores need the 1/sqrt(D) scale"),
+                     (first_key_only, "the single new query may see every cached key; a causal mask built for a "
+                      "(1, S) score row keeps only the first key, so use no mask at all")]
+            for ref, hint in hints:
+                if compare("", got, ref, atol=1e-6) is None:
+                    return problem + f". Hint: {hint}."
+            strictly_earlier = torch.ones(T, T, dtype=torch.bool).tril(-1)
+            strictly_earlier[0, 0] = True  # row 0 has no earlier key; compared from row 1 on
+            before_append = F.scaled_dot_product_attention(q, k, v, attn_mask=strictly_earlier)
+            if compare("", got[..., 1:, :], before_append[..., 1:, :], atol=1e-6) is None:
+                return problem + ". Hint: append the new key and value to the cache first, then attend: the new token sees itself."
+        return problem
+    return run_check("KV-cached decode step", trial)
 
 
 def check_sharpest_head(sharpest_head: Callable, trials: int = 3) -> None:

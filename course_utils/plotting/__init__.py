@@ -6,12 +6,13 @@ memory plots), sft (07), dpo (08), grpo (09); figure.new_figure is the figure th
 
 from .figure import new_figure  # noqa: F401
 from .attention import (plot_attention_weights, plot_masks, plot_scaling_study, plot_entropy_grid,  # noqa: F401
-                        plot_attention_cost, plot_head_patterns)
+                        plot_attention_cost, plot_head_patterns, plot_dca_positions, plot_sink_study)
 from .norms import plot_norm_axes, plot_grad_norms, plot_norm_loss_curves, plot_activations  # noqa: F401
 from .positional import (plot_position_matrix, plot_rope_wavelengths, plot_t5_buckets,  # noqa: F401
                          plot_extrapolation, plot_position_loss, plot_rope_rotation, plot_score_bound,
                          plot_alibi_bias, plot_passkey_accuracy, plot_score_profile)
-from .moe import plot_expert_share, plot_drop_vs_capacity  # noqa: F401
+from .moe import (plot_drop_vs_capacity, plot_expert_share, plot_loss_vs_flops, plot_router_tradeoff,  # noqa: F401
+                  plot_routing_map)
 from .decoding import plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n  # noqa: F401
 from .lora import plot_memory_breakdown, plot_rank_sweep, plot_quant_error  # noqa: F401
 from .sft import plot_loss_curves, plot_family_accuracy, plot_attention_mask  # noqa: F401

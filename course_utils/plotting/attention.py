@@ -124,3 +124,47 @@ def plot_head_patterns(scores: dict, uniform: float | None = None):
     label = "mean attention weight" + (f" (uniform ≈ {uniform:.3f})" if uniform is not None else "")
     fig.colorbar(im, ax=axes, label=label, shrink=0.8)
     return fig, axes
+
+
+def plot_dca_positions(plain, dca, chunk_len: int):
+    """The relative distance RoPE sees for each (query, key), plain next to DCA: (T, T) each, -1 = masked."""
+    import numpy as np
+
+    fig, axes = new_figure(1, 2, width=4.2, height=3.8, constrained_layout=True)
+    vmax = int(max(plain.max(), dca.max()))
+    for ax, (title, rel) in zip(axes, {"plain RoPE: i - j": plain, f"DCA (chunks of {chunk_len})": dca}.items()):
+        shown = np.ma.masked_less(rel.numpy(), 0)  # upper triangle left blank
+        im = ax.imshow(shown, cmap="magma", vmin=0, vmax=vmax)
+        for b in range(chunk_len, rel.shape[0], chunk_len):
+            ax.axhline(b - 0.5, color="w", lw=0.6)
+            ax.axvline(b - 0.5, color="w", lw=0.6)
+        ax.set(title=title, xlabel="key position j", ylabel="query position i")
+    fig.colorbar(im, ax=axes, label="relative position seen by RoPE", shrink=0.85)
+    return fig, axes
+
+
+def plot_sink_study(runs: list, uniform: float):
+    """Gated vs ungated TinyLMs (benchmarks/bench_gated_attention.py): first-token weight and massive activations
+    per layer, one dot per seed, the mean as a line."""
+    import numpy as np
+
+    fig, axes = new_figure(1, 2, width=4.6, height=3.3)
+    for gated, colour in ((False, "tab:blue"), (True, "tab:orange")):
+        arm = [r for r in runs if r["gated"] == gated]
+        label = "gated" if gated else "no gate"
+        for ax, values in ((axes[0], [np.mean(r["first_token_weight"], axis=1) for r in arm]),
+                           (axes[1], [r["massive_first"] for r in arm])):
+            values = np.asarray(values)  # (seeds, layers)
+            layers = np.arange(values.shape[1])
+            for v in values:
+                ax.plot(layers, v, "o", color=colour, alpha=0.5, ms=4)
+            ax.plot(layers, values.mean(0), "-", color=colour, label=f"{label} ({len(values)} seeds)")
+    axes[0].axhline(uniform, color="k", ls=":", lw=1, label=f"uniform head ({uniform:.3f})")
+    axes[0].set(xlabel="layer", ylabel="mean weight on the first token", title="attention on the first token", ylim=(0, None))
+    axes[1].axhline(1.0, color="k", ls=":", lw=1)
+    axes[1].set(xlabel="layer", ylabel="max |h| at token 0 / median |h|", title="activations at the first token")
+    for ax in axes:
+        ax.set_xticks(range(len(runs[0]["massive_first"])))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, axes

@@ -1,4 +1,4 @@
-"""Lecture 04 (Mixture-of-Experts) plots: each expert's share over training, dropped tokens vs capacity."""
+"""Lecture 04 (Mixture-of-Experts) plots: expert shares over training, drops vs capacity, loss vs FLOPs, routing map."""
 
 from __future__ import annotations
 
@@ -32,4 +32,63 @@ def plot_drop_vs_capacity(capacity_factors, drops: dict, ax=None):
     ax.set(xlabel="capacity factor", ylabel="share of top-k assignments dropped", ylim=(-0.02, 1),
            title="dropped assignments vs expert capacity")
     ax.legend(fontsize=8)
+    return fig, ax
+
+
+def plot_loss_vs_flops(curves: dict, *, smooth: int = 20, ax=None, title: str = "training loss at equal active compute"):
+    """Training loss against training FLOPs, one line per model with a band over seeds.
+
+    curves: name -> (flops per step, losses (seeds, steps)); losses are smoothed with a running mean over `smooth` steps.
+    """
+    import numpy as np
+
+    if ax is None:
+        fig, ax = new_figure(width=6.0, height=3.6)
+    else:
+        fig = ax.figure
+    for name, (flops_per_step, losses) in curves.items():
+        losses = np.asarray(losses, dtype=float)  # (seeds, steps)
+        kernel = np.ones(smooth) / smooth
+        runs = np.stack([np.convolve(run, kernel, mode="valid") for run in losses])  # (seeds, steps - smooth + 1)
+        x = flops_per_step * np.arange(smooth, losses.shape[1] + 1)
+        mean = runs.mean(0)
+        line, = ax.plot(x, mean, label=f"{name} ({len(runs)} seeds)")
+        ax.fill_between(x, runs.min(0), runs.max(0), color=line.get_color(), alpha=0.2, lw=0)
+    ax.set(xlabel="training FLOPs (6 x active parameters x tokens)", ylabel=f"train cross-entropy (mean of {smooth} steps)",
+           title=title)
+    ax.legend(fontsize=8)
+    return fig, ax
+
+
+def plot_routing_map(tokens: list[str], weights, *, ax=None, title: str = ""):
+    """Heatmap of the router's mixing weight per (expert, token): weights (T, E), zero where an expert was not chosen."""
+    weights = torch.as_tensor(weights)
+    if ax is None:
+        fig, ax = new_figure(width=max(6.0, 0.28 * len(tokens)), height=2.8)
+    else:
+        fig = ax.figure
+    im = ax.imshow(weights.t().numpy(), cmap="Purples", aspect="auto", vmin=0, vmax=1)
+    ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=8)
+    ax.set_yticks(range(weights.shape[1]))
+    ax.set(xlabel="token", ylabel="expert", title=title)
+    fig.colorbar(im, ax=ax, label="mixing weight", fraction=0.03, pad=0.01)
+    return fig, ax
+
+
+def plot_router_tradeoff(result: dict, *, ax=None):
+    """Load per expert (kept and dropped assignments) against the capacity line, from moe.router_tradeoff."""
+    index, keep = result["index"], result["keep"]  # (N, k)
+    n_experts = len(result["share"])
+    kept = torch.bincount(index[keep], minlength=n_experts)
+    dropped = torch.bincount(index[~keep], minlength=n_experts)
+    if ax is None:
+        fig, ax = new_figure(width=5.5, height=3.2)
+    else:
+        fig = ax.figure
+    ax.bar(range(n_experts), kept.numpy(), label="kept", color="tab:blue")
+    ax.bar(range(n_experts), dropped.numpy(), bottom=kept.numpy(), label="dropped (over capacity)", color="tab:red")
+    ax.axhline(result["capacity"], color="k", ls="--", lw=1, label=f"capacity = {result['capacity']} slots")
+    ax.axhline(index.numel() / n_experts, color="gray", ls=":", lw=1, label="even load")
+    ax.set(xlabel="expert", ylabel="assignments", xticks=range(n_experts))
+    ax.legend(fontsize=8, loc="upper right")
     return fig, ax
