@@ -144,25 +144,28 @@ def plot_dca_positions(plain, dca, chunk_len: int):
 
 
 def plot_sink_study(runs: list, uniform: float):
-    """Gated vs ungated TinyLMs (benchmarks/bench_gated_attention.py): first-token weight and massive activations
-    per layer, one dot per seed, the mean as a line."""
+    """Gated vs ungated TinyLMs (benchmarks/bench_gated_attention.py): first-token weight per layer (one dot per seed,
+    the mean as a line), and the largest |hidden state| over the median at the first token (solid) and elsewhere
+    (dashed)."""
     import numpy as np
 
     fig, axes = new_figure(1, 2, width=4.6, height=3.3)
     for gated, colour in ((False, "tab:blue"), (True, "tab:orange")):
         arm = [r for r in runs if r["gated"] == gated]
         label = "gated" if gated else "no gate"
-        for ax, values in ((axes[0], [np.mean(r["first_token_weight"], axis=1) for r in arm]),
-                           (axes[1], [r["massive_first"] for r in arm])):
-            values = np.asarray(values)  # (seeds, layers)
-            layers = np.arange(values.shape[1])
-            for v in values:
-                ax.plot(layers, v, "o", color=colour, alpha=0.5, ms=4)
-            ax.plot(layers, values.mean(0), "-", color=colour, label=f"{label} ({len(values)} seeds)")
+        weight = np.asarray([np.mean(r["first_token_weight"], axis=1) for r in arm])  # (seeds, layers)
+        layers = np.arange(weight.shape[1])
+        for w in weight:
+            axes[0].plot(layers, w, "o", color=colour, alpha=0.5, ms=4)
+        axes[0].plot(layers, weight.mean(0), "-", color=colour, label=f"{label} ({len(arm)} seeds)")
+        for key, style, where in (("massive_first", "-", "token 0"), ("massive_rest", "--", "elsewhere")):
+            values = np.asarray([r[key] for r in arm])  # (seeds, layers)
+            axes[1].plot(layers, values.mean(0), style, color=colour, marker="o", ms=3, label=f"{label}, {where}")
     axes[0].axhline(uniform, color="k", ls=":", lw=1, label=f"uniform head ({uniform:.3f})")
-    axes[0].set(xlabel="layer", ylabel="mean weight on the first token", title="attention on the first token", ylim=(0, None))
-    axes[1].axhline(1.0, color="k", ls=":", lw=1)
-    axes[1].set(xlabel="layer", ylabel="max |h| at token 0 / median |h|", title="activations at the first token")
+    axes[0].set(xlabel="layer", ylabel="mean weight on the first token", title="attention on the first token",
+                ylim=(0, None))
+    axes[1].set(xlabel="layer", ylabel="largest |h| / median |h| (mean of seeds)", title="largest activations",
+                ylim=(0, None))
     for ax in axes:
         ax.set_xticks(range(len(runs[0]["massive_first"])))
         ax.legend(fontsize=8)
