@@ -1,5 +1,6 @@
 """Exact match per task family: 0/1 results grouped by family, each family's majority-answer baseline, and the
-accuracy table the SFT and DPO labs print (n, baseline, then each run's accuracy with its 95 % Wilson interval).
+accuracy table the SFT and DPO labs print (n, baseline, then each run's accuracy with its 95 % Wilson interval);
+pass@k from n samples (Chen et al. 2021).
 
     print(accuracy_table(tasks, {"before": before, "after": after}))  # EvalResult or evaluate_replies outputs
 """
@@ -8,7 +9,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .checks import check_items
+import math
+
+from .checks import check_int, check_items
 from .data import TASK_FAMILIES, Task
 from .stats import binomial_ci, majority_baseline
 
@@ -75,3 +78,17 @@ def accuracy_table(tasks: list[Task], results: dict, *, digits: int = 2, width: 
         maj = f"{answer:>8s} {rate:7.3f}" if answers else f"{rate:8.3f}"
         lines.append(f"{f:9s} {n:4d} {maj}  " + "  ".join(cells))
     return "\n".join(lines)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021, arXiv:2107.03374, Eq. 1).
+
+    The chance that k samples drawn *without replacement* from the n contain a correct one: 1 - C(n-c, k) / C(n, k)
+    (1.0 when n - c < k). Python's exact integers keep it exact for any n.
+    """
+    check_int("n", n)
+    check_int("c", c, 0, n, allowed=f"an int in [0, n = {n}]")
+    check_int("k", k, 1, n, allowed=f"an int in [1, n = {n}]")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

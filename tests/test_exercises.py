@@ -58,3 +58,20 @@ def test_decode_step_hints(kwargs, expected, capsys):
     cu.exercises.check_decode_step(_decode(**kwargs))
     out = capsys.readouterr().out
     assert expected in out, out
+
+
+def test_beam_loses_check_passes_on_a_known_search_error_and_hints_otherwise(capsys):
+    cu.exercises.check_beam_loses(lambda: "Once upon a time, there was a blue fox named Ella.")
+    out = capsys.readouterr().out
+    assert "PASS a prompt where beam search loses" in out, out
+    cu.exercises.check_beam_loses(lambda: "Once upon a time,")
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL") and "Hint" in out, out
+
+
+@pytest.mark.parametrize("wrong, hint", [(lambda n, c, k: c / n, "pass@1"),
+                                         (lambda n, c, k: 1 - (1 - c / n) ** k, "without replacement")])
+def test_pass_at_k_hints(wrong, hint, capsys):
+    cu.exercises.check_pass_at_k(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL") and hint in out, out

@@ -120,3 +120,24 @@ def test_task_answers_are_balanced():
         letter, text = t.prompt.split("letter ")[1].split(" appear in ")
         assert t.answer == str(text.rstrip("?").count(letter))
     assert math.isclose(sum(counts) / 2000, 1.6, abs_tol=0.25)
+
+
+@pytest.mark.parametrize("n,c,k", [(5, 0, 1), (5, 2, 1), (6, 2, 3), (7, 3, 4), (8, 5, 4), (4, 4, 2), (6, 1, 6)])
+def test_pass_at_k_equals_enumerating_every_subset(n, c, k):
+    import itertools
+
+    from course_utils.evaluation import pass_at_k
+
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(range(n), k))
+    brute = sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+    assert abs(pass_at_k(n, c, k) - brute) < 1e-12
+
+
+def test_pass_at_k_bad_arguments():
+    from course_utils.evaluation import pass_at_k
+
+    with pytest.raises(ValueError, match="c must be"):
+        pass_at_k(4, 5, 1)
+    with pytest.raises(ValueError, match="k must be"):
+        pass_at_k(4, 1, 5)

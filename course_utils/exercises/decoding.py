@@ -1,7 +1,8 @@
-"""Lecture 05 (decoding) exercise checks: top-p filter, repetition penalty, majority vote."""
+"""Lecture 05 (decoding) exercise checks: top-p filter, repetition penalty, pass@k, a search error."""
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -56,15 +57,59 @@ def check_repetition_penalty(apply_repetition_penalty: Callable, trials: int = 5
     return run_check("repetition penalty", trial)
 
 
-def check_majority_vote(majority_vote: Callable) -> None:
-    """majority_vote(answers) -> most common non-None answer, ties to the one seen first, None if none valid."""
-    cases = [(["4", "5", "4"], "4"), (["7"], "7"), ([None, "3", None, "2", "2"], "2"), (["a", "b", "b", "a"], "a"),
-             (["9", None, "8", "8", "9", "8"], "8"), ([None, None], None)]
+def check_pass_at_k(pass_at_k: Callable) -> None:
+    """pass_at_k(n, c, k) -> float: the chance that k of the n samples, drawn without replacement, include one of the
+    c correct ones (Chen et al. 2021); compared with 1 - C(n-c, k) / C(n, k) in exact integer arithmetic."""
+    cases = [(10, 3, 1), (10, 3, 2), (10, 3, 5), (20, 1, 10), (32, 30, 4), (8, 0, 3), (6, 6, 6), (200, 7, 64)]
 
     def trial():
-        for answers, expected in cases:
-            got = call(majority_vote, list(answers)) if expected is not None else majority_vote(list(answers))
-            if got != expected:
-                return f"majority_vote({answers}) returned {got!r}, expected {expected!r}"
+        for n, c, k in cases:
+            expected = 1.0 if n - c < k else 1 - math.comb(n - c, k) / math.comb(n, k)
+            got = call(pass_at_k, n, c, k)
+            try:
+                got = float(got)
+            except (TypeError, ValueError):
+                return f"pass_at_k({n}, {c}, {k}) should return a number, got {type(got).__name__}"
+            if math.isnan(got) or abs(got - expected) > 1e-9:
+                hint = ""
+                if abs(got - c / n) < 1e-9:
+                    hint = " Hint: c / n is pass@1; with k draws any of them may be the correct one."
+                elif abs(got - (1 - (1 - c / n) ** k)) < 1e-9:
+                    hint = (" Hint: 1 - (1 - c/n)^k draws *with* replacement; the estimator draws k of the n samples"
+                            " without replacement: count the k-subsets with no correct sample.")
+                elif math.isnan(got) or n - c < k:
+                    hint = " Hint: when n - c < k every k-subset holds a correct sample, so pass@k is 1."
+                return f"pass_at_k({n}, {c}, {k}) returned {got!r}, expected {expected:.6f}.{hint}"
         return None
-    return run_check("majority vote", trial)
+    return run_check("pass@k estimator", trial)
+
+
+def check_beam_loses(search_error_prompt: Callable, model=None, tokenizer=None, *, num_beams: int = 4,
+                     max_new_tokens: int = 40) -> None:
+    """search_error_prompt() -> a prompt on which beam search returns a *less* likely continuation than greedy, at the
+    same length (a search error), both scored by the model's own log-probability (course-tiny by default)."""
+    from ..decoding import beam_search, generate, sequence_logprob
+
+    def trial():
+        nonlocal model, tokenizer
+        prompt = call(search_error_prompt)
+        if not isinstance(prompt, str) or not prompt.strip():
+            return f"prompt must be a non-empty string, got {prompt!r}"
+        if model is None:
+            from ..models import load_model
+
+            model, tokenizer = load_model("course-tiny", device="cpu")
+        x = tokenizer(prompt, return_tensors="pt").input_ids
+        g, b = generate(model, x, max_new_tokens), beam_search(model, x, num_beams, max_new_tokens)
+        lg, lb = (sequence_logprob(model, s, x.shape[1], pad_token_id=tokenizer.pad_token_id).item() for s in (g, b))
+        same_len = g.shape[1] == b.shape[1]
+        if lb < lg - 1e-3 and same_len:
+            print(f"greedy log p {lg:.3f} > beam-{num_beams} log p {lb:.3f}, both {g.shape[1] - x.shape[1]} new tokens")
+            return None
+        if lb < lg - 1e-3:
+            return (f"beam search is less likely ({lb:.2f} < {lg:.2f}) but of another length "
+                    f"({b.shape[1] - x.shape[1]} vs {g.shape[1] - x.shape[1]} tokens): that can be the length penalty."
+                    f" Find one where both have the same length.")
+        return (f"here beam search is at least as likely as greedy ({lb:.2f} vs {lg:.2f}). Hint: 5.2's table lists "
+                f"prompts where it loses; story openings of one sentence are a good place to look.")
+    return run_check("a prompt where beam search loses to greedy", trial)

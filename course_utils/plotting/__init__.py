@@ -13,7 +13,8 @@ from .positional import (plot_position_matrix, plot_rope_wavelengths, plot_t5_bu
                          plot_alibi_bias, plot_passkey_accuracy, plot_score_profile)
 from .moe import (plot_drop_vs_capacity, plot_expert_share, plot_loss_vs_flops, plot_router_tradeoff,  # noqa: F401
                   plot_routing_map)
-from .decoding import plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n  # noqa: F401
+from .decoding import (plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n,  # noqa: F401
+                       plot_repetition_vs_likelihood)
 from .lora import plot_memory_breakdown, plot_rank_sweep, plot_quant_error  # noqa: F401
 from .sft import plot_loss_curves, plot_family_accuracy, plot_attention_mask  # noqa: F401
 from .dpo import plot_preference_runs  # noqa: F401

@@ -55,3 +55,22 @@ def plot_accuracy_vs_n(ns, curves: dict):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, ax
+
+
+def plot_repetition_vs_likelihood(per_prompt: dict, *, ax=None):
+    """Holtzman's trade-off: mean rep-4 (x) against the model's mean log p / token (y) per strategy, with SE bars.
+
+    per_prompt: strategy -> {"rep-4": [...], "logp/tok": [...]}, one value per prompt.
+    """
+    import numpy as np
+
+    fig, ax = new_figure(width=6.0, height=4.0) if ax is None else (ax.figure, ax)
+    for i, (name, v) in enumerate(per_prompt.items()):
+        rep, lp = np.asarray(v["rep-4"]), np.asarray(v["logp/tok"])
+        se = lambda a: a.std(ddof=1) / np.sqrt(len(a))
+        ax.errorbar(rep.mean(), lp.mean(), xerr=se(rep), yerr=se(lp), fmt="o", capsize=3, label=name)
+        ax.annotate(name, (rep.mean(), lp.mean()), xytext=(5, -10 + 7 * (i % 4)), textcoords="offset points", fontsize=6)
+    ax.set(xlabel="seq-rep-4 (more repetitive ->)", ylabel="model log p / token (more likely ->)",
+           title="repetition vs likelihood, mean ± SE over prompts")
+    ax.legend(fontsize=7, loc="best")
+    return fig, ax
