@@ -77,8 +77,7 @@ class TopKRouter(nn.Module):
         if self.training and self.noise_std > 0:
             noise = torch.randn(router_logits.shape, generator=self.generator, dtype=router_logits.dtype)
             noisy = router_logits + self.noise_std * noise.to(router_logits.device)
-        bias = self.expert_bias if self.expert_bias.any() else None
-        weights, index = top_k_routing(noisy, self.top_k, self.norm_topk_prob, bias)
+        weights, index = top_k_routing(noisy, self.top_k, self.norm_topk_prob, self.expert_bias)
         return router_logits, weights, index
 
 
