@@ -437,16 +437,27 @@ def task_texts(n: int, *, seed: int = 0, families=None, split: str = "train") ->
     return [f"Task: {t.prompt}\nAnswer: <<{t.answer}>>" for t in make_tasks(n, split, seed=seed, families=families)]
 
 
+def lora_plus_groups(model: nn.Module, lr: float, lr_ratio: float) -> list[dict]:
+    """AdamW parameter groups for LoRA+ (Hayou et al. 2024, arXiv:2402.12354): every trainable `lora_B` weight
+    at lr * lr_ratio, everything else trainable at lr. lr_ratio = 1 is plain LoRA."""
+    check_number("lr_ratio", lr_ratio, 0, low_open=True, finite=True, allowed="a positive number")
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("model has no trainable parameters")
+    b = [p for n, p in trainable if "lora_B" in n]
+    rest = [p for n, p in trainable if "lora_B" not in n]
+    return [g for g in ({"params": rest, "lr": lr}, {"params": b, "lr": lr * lr_ratio}) if g["params"]]
+
+
 def finetune(model: nn.Module, tokenizer, texts: list[str], *, steps: int, batch_size: int = 8, lr: float = 1e-3,
-             seed: int = 0, max_len: int = 64) -> list[float]:
-    """Train the trainable parameters of `model` with AdamW on next-token loss over `texts`; returns losses."""
+             seed: int = 0, max_len: int = 64, lr_ratio_B: float = 1.0) -> list[float]:
+    """Train the trainable parameters of `model` with AdamW on next-token loss over `texts`; returns losses.
+
+    lr_ratio_B: LoRA+ -- the lora_B weights train at lr * lr_ratio_B (1 = plain LoRA)."""
     check_int("steps", steps)
     if not texts:
         raise ValueError("texts must be a non-empty list of strings")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters")
-    opt = torch.optim.AdamW(params, lr=lr)
+    opt = torch.optim.AdamW(lora_plus_groups(model, lr, lr_ratio_B), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     eos = tokenizer.eos_token or ""
     pad = tokenizer.pad_token_id
@@ -478,3 +489,24 @@ def eval_loss(model: nn.Module, tokenizer, texts: list[str], max_len: int = 64) 
     loss = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss.item()
     model.train(was_training)
     return loss
+
+
+@torch.no_grad()
+def answer_correct(model: nn.Module, tokenizer, texts: list[str]) -> list[bool]:
+    """For each 'Task: ... Answer: <<answer>>' text: is every token of `answer>>` and the end token the model's
+    top choice given the text before it? That is exactly "greedy decoding after `<<` writes this answer"."""
+    was_training = model.training
+    model.eval()
+    correct = []
+    for text in texts:
+        if text.count("<<") != 1:
+            raise ValueError(f"texts must contain '<<' exactly once (as task_texts writes them), got {text!r}")
+        prompt = tokenizer(text.split("<<")[0] + "<<")["input_ids"]
+        ids = tokenizer(text + (tokenizer.eos_token or ""))["input_ids"]
+        n_prompt = len(prompt)
+        if ids[:n_prompt] != prompt:
+            raise ValueError(f"the tokenizer splits {text!r} differently around '<<'; cannot locate the answer")
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+        correct.append(bool((logits[n_prompt - 1:-1].argmax(-1) == torch.tensor(ids[n_prompt:])).all()))
+    model.train(was_training)
+    return correct
