@@ -266,19 +266,22 @@ def _qlora_linear_bytes(n_out: int, n_in: int, blocksize: int, double_quant: boo
 def estimate_training_memory(model_or_shape, method: str = "full", *, batch_size: int, seq_len: int,
                              dtype: str = "bf16", optimizer: str = "adamw", lora_r: int = 16, lora_targets=None,
                              grad_checkpointing: bool = False, master_weights: bool = False,
+                             state_dtype: str | None = None,
                              grad_dtype: str | None = None, flash_attention: bool = True,
                              double_quant: bool = True, quant_blocksize: int = 64, lora_dtype: str | None = None,
                              zero_stage: int = 0, n_gpus: int = 1) -> MemoryBreakdown:
     """Predict one training step's memory (bytes per GPU) from the architecture alone.
 
     dtype: weights and activations ("bf16"|"fp16"|"fp32"); master_weights: keep an fp32 copy for the optimizer
-    (classic mixed precision); otherwise optimizer states are in the weights' dtype (torch AdamW's behaviour).
+    (classic mixed precision); otherwise optimizer states are in the weights' dtype (torch AdamW's behaviour)
+    unless state_dtype says otherwise (e.g. "fp32" states without a master copy: the course notes' 12 B/param).
     method "qlora": linears in NF4 (+ double quantization), embeddings, norms and lm_head in `dtype`.
     zero_stage 1/2/3 shards optimizer / +grads / +params over n_gpus (activations are per GPU).
     """
     arch = architecture(model_or_shape)
     check_choice("method", method, METHODS)
-    for name, v in (("dtype", dtype), ("grad_dtype", grad_dtype), ("lora_dtype", lora_dtype)):
+    for name, v in (("dtype", dtype), ("grad_dtype", grad_dtype), ("lora_dtype", lora_dtype),
+                    ("state_dtype", state_dtype)):
         if v is not None:
             check_choice(name, v, list(DTYPE_BYTES))
     check_choice("optimizer", optimizer, list(OPTIMIZERS))
@@ -308,7 +311,7 @@ def estimate_training_memory(model_or_shape, method: str = "full", *, batch_size
         params = counts["total"] * w + n_lora * l_bytes
     grads = trainable * g_bytes
     n_states, state_bytes = OPTIMIZERS[optimizer]
-    state_bytes = state_bytes or (4 if master_weights else train_bytes)
+    state_bytes = state_bytes or (4 if master_weights else DTYPE_BYTES[state_dtype] if state_dtype else train_bytes)
     opt = trainable * n_states * state_bytes + (4 * trainable if master_weights and train_bytes != 4 else 0)
     if optimizer == "adamw_8bit":
         opt += n_states * 4 * math.ceil(trainable / 256)  # blockwise fp32 absmax per 256 values

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .checks import check_choice, check_int, check_items
+from .checks import check_choice, check_int, check_items, check_number
 from .data import Task, check_answer, make_eval_tasks, make_sft_conversations
 from .evaluation import accuracy_table, correct_by_family, family_accuracy, majority_baselines  # noqa: F401
 from .train import random_batches
@@ -166,6 +166,21 @@ def sft_loss_fn(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     dev = next(model.parameters()).device
     kwargs = {k: batch[k].to(dev) for k in ("input_ids", "attention_mask", "position_ids") if k in batch}
     return sft_loss(model(**kwargs).logits, batch["labels"].to(dev))
+
+
+def add_neftune(model, alpha: float):
+    """NEFTune (Jain et al. 2023, arXiv:2310.05914): while the model is in training mode, add uniform noise
+    U(-s, s) with s = alpha / sqrt(L * d) to its input embeddings (B, L, d). Returns the hook handle; call
+    `.remove()` to stop. Evaluation (model.eval()) sees no noise."""
+    check_number("alpha", alpha, 0, low_open=True, finite=True, allowed="a positive number (the paper uses 5 to 15)")
+
+    def noisy(module, inputs, output):
+        if not module.training:
+            return output
+        scale = alpha / (output.shape[1] * output.shape[2]) ** 0.5
+        return output + torch.zeros_like(output).uniform_(-scale, scale)
+
+    return model.get_input_embeddings().register_forward_hook(noisy)
 
 
 def make_batch_fn(examples: list[dict], batch_size: int, pad_token_id: int, seed: int = 0):

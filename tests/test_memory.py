@@ -84,6 +84,17 @@ def test_course_notes_qwen3_8b_table_orders():
     assert fits(qlora)["T4 16 GB"] and not fits(full)["H100 80 GB"]
 
 
+def test_bytes_per_parameter_rules_by_hand():
+    """ZeRO's mixed-precision AdamW is 2 + 2 + (4 + 4 + 4) = 16 B/param; the notes' table (fp16 weights and grads,
+    fp32 momentum and variance, no master copy) is 2 + 2 + 8 = 12; plain bf16 AdamW is 2 + 2 + 4 = 8."""
+    n = count_params("Qwen/Qwen3-8B")["total"]
+    kw = dict(batch_size=1, seq_len=16)
+    for extra, per_param in ((dict(master_weights=True), 16), (dict(state_dtype="fp32"), 12), ({}, 8),
+                             (dict(dtype="fp16", state_dtype="fp32"), 12)):
+        b = estimate_training_memory("Qwen/Qwen3-8B", "full", **kw, **extra)
+        assert b.params + b.grads + b.optimizer == per_param * n, extra
+
+
 def test_zero_shards_optimizer_grads_params():
     kw = dict(batch_size=1, seq_len=512)
     one = estimate_training_memory("Qwen/Qwen3-1.7B", "full", **kw)
@@ -97,6 +108,8 @@ def test_bad_inputs():
         estimate_training_memory("Qwen/Qwen3-0.6B", "prefix", batch_size=1, seq_len=8)
     with pytest.raises(ValueError, match="dtype must be one of .* got 'int3'"):
         estimate_training_memory("Qwen/Qwen3-0.6B", batch_size=1, seq_len=8, dtype="int3")
+    with pytest.raises(ValueError, match="state_dtype must be one of"):
+        estimate_training_memory("Qwen/Qwen3-0.6B", batch_size=1, seq_len=8, state_dtype="fp8")
     with pytest.raises(ValueError, match="optimizer must be one of"):
         estimate_training_memory("Qwen/Qwen3-0.6B", batch_size=1, seq_len=8, optimizer="lion")
     with pytest.raises(ValueError, match="batch_size must be a positive int, got -1"):

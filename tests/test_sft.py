@@ -220,3 +220,32 @@ def test_family_helpers_match_hand_counts():
         sft.accuracy_table(tasks, {"run": sft.EvalResult({}, 0.0, [], [])})
     with pytest.raises(ValueError, match="results must be"):
         sft.accuracy_table(tasks, {})
+
+
+def test_neftune_matches_transformers_hook(tiny):
+    from transformers.integrations.neftune import neftune_post_forward_hook
+
+    model, _ = tiny
+    emb = model.get_input_embeddings()
+    ids = torch.randint(4, 900, (2, 11), generator=torch.Generator().manual_seed(0))
+    clean = emb(ids)
+    handle = sft.add_neftune(model, 5.0)
+    assert torch.equal(emb(ids), clean)  # eval mode: no noise
+    emb.train()
+    try:
+        torch.manual_seed(1)
+        ours = emb(ids)
+        handle.remove()
+        emb.neftune_noise_alpha = 5.0
+        handle = emb.register_forward_hook(neftune_post_forward_hook)
+        torch.manual_seed(1)
+        theirs = emb(ids)
+    finally:
+        handle.remove()
+        emb.eval()
+        emb.__dict__.pop("neftune_noise_alpha", None)
+    assert torch.equal(ours, theirs)
+    noise = (ours - clean).abs()
+    assert 0 < noise.max() <= 5.0 / (11 * clean.shape[-1]) ** 0.5
+    with pytest.raises(ValueError, match="alpha"):
+        sft.add_neftune(model, 0)

@@ -14,7 +14,7 @@ from .positional import (check_apply_rope, check_alibi_slopes, check_ntk_inv_fre
 from .moe import (check_active_params, check_capacity_keep_mask, check_load_balancing_loss,  # noqa: F401
                   check_top_k_routing)
 from .decoding import check_beam_loses, check_pass_at_k, check_repetition_penalty, check_top_p  # noqa: F401
-from .lora import check_lora_param_count, check_lora_forward, check_dequantize_nf4  # noqa: F401
+from .lora import check_dequantize_nf4, check_lora_forward, check_lora_param_count, check_training_memory  # noqa: F401
 from .sft import check_label_masking, check_sft_loss, check_packed_mask  # noqa: F401
 from .dpo import check_dpo_loss, check_simpo_loss, check_completion_logprob  # noqa: F401
 from .grpo import check_group_advantages, check_k3_kl, check_clipped_surrogate  # noqa: F401

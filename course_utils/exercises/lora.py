@@ -71,3 +71,42 @@ def check_dequantize_nf4(dequantize: Callable, trials: int = 3) -> None:
                 return problem + f" (trial {t}, shape {shape})"
         return None
     return run_check("dequantize_nf4", trial)
+
+
+def check_training_memory(predict_training_bytes: Callable) -> None:
+    """predict_training_bytes(model) -> bytes of weights + gradients + AdamW states in one training step
+    (float32, CPU), compared with what measure_training_memory counts after a real step: full fine-tuning,
+    LoRA r=2 and (IA)^3 on course-tiny."""
+    import copy
+
+    from ..lora import add_lora
+    from ..memory import measure_training_memory
+    from ..models import load_model
+    from ..peft_methods import add_ia3
+
+    def trial():
+        base, _ = load_model("course-tiny", device="cpu")
+        ids = torch.randint(4, 900, (2, 16), generator=torch.Generator().manual_seed(609))
+        builds = {"full fine-tuning": lambda m: m, "LoRA r=2": lambda m: add_lora(m, "all-linear", r=2, alpha=4),
+                  "(IA)3": add_ia3}
+        for name, build in builds.items():
+            model = build(copy.deepcopy(base))
+            got = call(predict_training_bytes, model)
+            if isinstance(got, bool) or not isinstance(got, (int, float)):
+                return f"predict_training_bytes should return a number of bytes, got {type(got).__name__}"
+            meas = measure_training_memory(model, ids)
+            expected = meas.params + meas.grads + meas.optimizer
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            if abs(got - expected) <= 4 * len(trainable) + 1:  # AdamW's step counters: 4 bytes per trainable tensor
+                continue
+            n_all, n_train = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trainable)
+            hints = {4 * n_all: "that is the weights alone: add a gradient and two AdamW states per trainable weight",
+                     16 * n_all: "gradients and optimizer states exist only for parameters with requires_grad=True",
+                     4 * n_all + 4 * n_train: "the gradients are there; AdamW adds two states (momentum, variance)",
+                     4 * n_all + 12 * n_train + 4 * n_train: "AdamW keeps two states per weight, not three",
+                     4 * n_all + 8 * n_train: "each trainable weight also has a gradient"}
+            hint = next((h for v, h in hints.items() if abs(got - v) <= 4 * len(trainable) + 1), None)
+            return (f"{name}: you predict {got:,.0f} bytes, a real step holds {expected:,.0f}"
+                    + (f" -- {hint}" if hint else " (float32: 4 bytes per number)"))
+        return None
+    return run_check("training memory", trial)

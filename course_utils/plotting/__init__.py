@@ -15,7 +15,7 @@ from .moe import (plot_drop_vs_capacity, plot_expert_share, plot_loss_vs_flops, 
                   plot_routing_map)
 from .decoding import (plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n,  # noqa: F401
                        plot_repetition_vs_likelihood)
-from .lora import plot_memory_breakdown, plot_rank_sweep, plot_quant_error  # noqa: F401
-from .sft import plot_loss_curves, plot_family_accuracy, plot_attention_mask  # noqa: F401
+from .lora import plot_memory_breakdown, plot_peft_methods, plot_quant_error, plot_rank_scaling  # noqa: F401
+from .sft import plot_accuracy_curves, plot_attention_mask, plot_family_accuracy, plot_loss_curves  # noqa: F401
 from .dpo import plot_preference_runs  # noqa: F401
 from .grpo import plot_grpo_history, plot_reward_curves, plot_token_weights, plot_test_time_compute  # noqa: F401

@@ -1,4 +1,4 @@
-"""Lecture 06 (LoRA, QLoRA, memory) plots: memory breakdown bars, LoRA rank sweep, quantization error."""
+"""Lecture 06 (LoRA, QLoRA, memory) plots: memory breakdown bars, LoRA rank and scaling, PEFT methods, quantization error."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ _MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "overhead")
 
 
 def plot_memory_breakdown(breakdowns: dict, *, gpu_lines: dict | None = None, title: str = "", ax=None):
-    """Stacked bars (GB) of MemoryBreakdown components, one bar per label; optional horizontal GPU-size lines."""
+    """Stacked bars (GB) of MemoryBreakdown components, one bar per label, with each bar's peak as a black tick
+    (the parts never all coexist, so the peak is below the top of the stack); optional GPU-size lines."""
     if not isinstance(breakdowns, dict) or not breakdowns:
         raise ValueError("breakdowns must be a non-empty dict {label: MemoryBreakdown}")
     fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=max(5.0, 1.3 * len(breakdowns) + 3))
@@ -19,6 +20,10 @@ def plot_memory_breakdown(breakdowns: dict, *, gpu_lines: dict | None = None, ti
         vals = [getattr(breakdowns[k], part) / 1e9 for k in labels]
         ax.bar(labels, vals, bottom=bottom, label=part)
         bottom = [b + v for b, v in zip(bottom, vals)]
+    peaks = [(i, breakdowns[k].peak / 1e9) for i, k in enumerate(labels) if breakdowns[k].peak is not None]
+    for j, (i, gb) in enumerate(peaks):
+        ax.hlines(gb, i - 0.45, i + 0.45, colors="k", lw=2.5, label="peak" if j == 0 else None)
+        ax.text(i, gb, f"{gb:.1f}", ha="center", va="bottom", fontsize=8)
     for name, gb in (gpu_lines or {}).items():
         ax.axhline(gb, ls="--", lw=0.8, color="gray")
         ax.text(len(labels) - 0.5, gb, f" {name}", va="bottom", ha="right", fontsize=7, color="gray")
@@ -28,16 +33,41 @@ def plot_memory_breakdown(breakdowns: dict, *, gpu_lines: dict | None = None, ti
     return fig, ax
 
 
-def plot_rank_sweep(losses_by_rank: dict, *, ax=None):
-    """Training-loss curves for each LoRA rank {r: [loss per step]}."""
-    if not isinstance(losses_by_rank, dict) or not losses_by_rank:
-        raise ValueError("losses_by_rank must be a non-empty dict {rank: list of losses}")
-    fig, ax = (ax.figure, ax) if ax is not None else new_figure()
-    for r, losses in losses_by_rank.items():
-        ax.plot(range(1, len(losses) + 1), losses, label=f"r = {r}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats/token)")
-    ax.legend()
+def plot_rank_scaling(results: dict):
+    """Two panels against the LoRA rank r: held-out loss, and the size of the learned update.
+
+    results: {scaling label: {r: (held-out loss, ||ΔW||_F / ||W0||_F)}}.
+    """
+    if not isinstance(results, dict) or not results:
+        raise ValueError("results must be a non-empty dict {scaling: {rank: (loss, relative update)}}")
+    fig, axes = new_figure(ncols=2, width=5)
+    for label, by_rank in results.items():
+        ranks = sorted(by_rank)
+        for ax, j in zip(axes, (0, 1)):
+            ax.plot(ranks, [by_rank[r][j] for r in ranks], "o-", label=label)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("LoRA rank r")
+    axes[0].set_ylabel("held-out loss after training (nats/token)")
+    axes[1].set_ylabel("||ΔW||_F / ||W0||_F (mean over layers)")
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    return fig, axes
+
+
+def plot_peft_methods(rows: list[dict], *, ax=None):
+    """Held-out accuracy ± 2 SE per PEFT method, its trainable-parameter count under each bar.
+
+    rows: [{"method", "accuracy", "accuracy_se", "trainable"}], one per method (e.g. means over seeds).
+    """
+    if not rows:
+        raise ValueError("rows must be a non-empty list of {method, accuracy, accuracy_se, trainable}")
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=9)
+    x = range(len(rows))
+    ax.bar(x, [r["accuracy"] for r in rows], yerr=[2 * r["accuracy_se"] for r in rows], capsize=4, color="tab:blue")
+    ax.set_xticks(list(x), [f"{r['method']}\n{r['trainable']:,} params" for r in rows], fontsize=8)
+    ax.set_ylabel("held-out exact match (± 2 SE)")
+    ax.set_ylim(0, 1)
     return fig, ax
 
 

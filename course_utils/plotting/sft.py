@@ -1,4 +1,4 @@
-"""Lecture 07 (SFT lab) plots: loss curves, accuracy per task family, attention masks."""
+"""Lecture 07 (SFT lab) plots: loss curves, accuracy per task family and per setting, attention masks."""
 
 from __future__ import annotations
 
@@ -38,4 +38,20 @@ def plot_attention_mask(mask, *, title: str = "may attend (True)"):
     fig, ax = new_figure(width=4, height=4)
     ax.imshow(mask, cmap="Blues", interpolation="nearest")
     ax.set(xlabel="key position", ylabel="query position", title=title)
+    return fig, ax
+
+
+def plot_accuracy_curves(curves: dict, *, xlabel: str, ylabel: str = "accuracy (± 1 SE)"):
+    """One line with error bars per setting: {label: {x: (accuracy, SE)}}. Returns (fig, ax)."""
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError("curves must be a non-empty dict {label: {x: (accuracy, se)}}")
+    fig, ax = new_figure(width=7)
+    for j, (name, points) in enumerate(curves.items()):
+        xs = np.asarray(sorted(points), dtype=float)
+        ax.errorbar(xs * (1 + 0.02 * (j - len(curves) / 2)), [points[x][0] for x in sorted(points)],  # small offsets
+                    yerr=[points[x][1] for x in sorted(points)], marker="o", capsize=3, label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log", ylim=(0, 1))
+    ticks = sorted({x for points in curves.values() for x in points})
+    ax.set_xticks(ticks, [str(x) for x in ticks])
+    ax.legend(fontsize=8)
     return fig, ax
