@@ -437,16 +437,16 @@ def task_texts(n: int, *, seed: int = 0, families=None, split: str = "train") ->
     return [f"Task: {t.prompt}\nAnswer: <<{t.answer}>>" for t in make_tasks(n, split, seed=seed, families=families)]
 
 
-def lora_plus_groups(model: nn.Module, lr: float, lr_ratio: float) -> list[dict]:
+def lora_plus_groups(model: nn.Module, lr: float, lr_ratio_B: float) -> list[dict]:
     """AdamW parameter groups for LoRA+ (Hayou et al. 2024, arXiv:2402.12354): every trainable `lora_B` weight
-    at lr * lr_ratio, everything else trainable at lr. lr_ratio = 1 is plain LoRA."""
-    check_number("lr_ratio", lr_ratio, 0, low_open=True, finite=True, allowed="a positive number")
+    at lr * lr_ratio_B, everything else trainable at lr. lr_ratio_B = 1 is plain LoRA."""
+    check_number("lr_ratio_B", lr_ratio_B, 0, low_open=True, finite=True, allowed="a positive number")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         raise ValueError("model has no trainable parameters")
     b = [p for n, p in trainable if "lora_B" in n]
     rest = [p for n, p in trainable if "lora_B" not in n]
-    return [g for g in ({"params": rest, "lr": lr}, {"params": b, "lr": lr * lr_ratio}) if g["params"]]
+    return [g for g in ({"params": rest, "lr": lr}, {"params": b, "lr": lr * lr_ratio_B}) if g["params"]]
 
 
 def finetune(model: nn.Module, tokenizer, texts: list[str], *, steps: int, batch_size: int = 8, lr: float = 1e-3,
