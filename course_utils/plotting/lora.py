@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from .figure import new_figure
 
 
@@ -40,34 +42,43 @@ def plot_rank_scaling(results: dict):
     """
     if not isinstance(results, dict) or not results:
         raise ValueError("results must be a non-empty dict {scaling: {rank: (loss, relative update)}}")
-    fig, axes = new_figure(ncols=2, width=5)
+    fig, axes = new_figure(ncols=2, width=5.5)
     for label, by_rank in results.items():
         ranks = sorted(by_rank)
         for ax, j in zip(axes, (0, 1)):
             ax.plot(ranks, [by_rank[r][j] for r in ranks], "o-", label=label)
+    all_ranks = sorted({r for by_rank in results.values() for r in by_rank})
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(all_ranks, [str(r) for r in all_ranks])
         ax.set_xlabel("LoRA rank r")
-    axes[0].set_ylabel("held-out loss after training (nats/token)")
-    axes[1].set_ylabel("||ΔW||_F / ||W0||_F (mean over layers)")
-    axes[1].set_yscale("log")
+    axes[0].set(ylabel="nats/token", title="held-out loss after training")
+    axes[1].set(ylabel="||ΔW|| / ||W0|| (mean over layers)", title="how far the weights moved")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
     return fig, axes
 
 
 def plot_peft_methods(rows: list[dict], *, ax=None):
     """Held-out accuracy ± 2 SE per PEFT method, its trainable-parameter count under each bar.
 
-    rows: [{"method", "accuracy", "accuracy_se", "trainable"}], one per method (e.g. means over seeds).
+    rows: [{"method", "accuracy", "accuracy_se", "trainable"}], one per method (e.g. means over seeds); an
+    optional "seeds" list adds each seed's accuracy as a dot.
     """
     if not rows:
         raise ValueError("rows must be a non-empty list of {method, accuracy, accuracy_se, trainable}")
     fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=9)
     x = range(len(rows))
-    ax.bar(x, [r["accuracy"] for r in rows], yerr=[2 * r["accuracy_se"] for r in rows], capsize=4, color="tab:blue")
-    ax.set_xticks(list(x), [f"{r['method']}\n{r['trainable']:,} params" for r in rows], fontsize=8)
+    ax.bar(x, [r["accuracy"] for r in rows], yerr=[2 * r["accuracy_se"] for r in rows], capsize=4, color="tab:blue",
+           label="mean ± 2 SE")
+    for i, r in enumerate(rows):
+        if r.get("seeds"):
+            ax.plot([i] * len(r["seeds"]), r["seeds"], "k.", label="one seed" if i == 0 else None)
+    ax.set_xticks(list(x), [textwrap.fill(r["method"], 14) + f"\n{r['trainable']:,} params" for r in rows], fontsize=8)
+    ax.legend(fontsize=8)
     ax.set_ylabel("held-out exact match (± 2 SE)")
     ax.set_ylim(0, 1)
+    fig.tight_layout()
     return fig, ax
 
 
