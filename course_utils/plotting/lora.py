@@ -24,7 +24,7 @@ def plot_memory_breakdown(breakdowns: dict, *, gpu_lines: dict | None = None, ti
         bottom = [b + v for b, v in zip(bottom, vals)]
     peaks = [(i, breakdowns[k].peak / 1e9) for i, k in enumerate(labels) if breakdowns[k].peak is not None]
     for j, (i, gb) in enumerate(peaks):
-        ax.hlines(gb, i - 0.45, i + 0.45, colors="k", lw=2.5, label="peak" if j == 0 else None)
+        ax.hlines(gb, i - 0.45, i + 0.45, colors="k", lw=1.2, label="peak" if j == 0 else None)
         ax.text(i, gb, f"{gb:.1f}", ha="center", va="bottom", fontsize=8)
     for name, gb in (gpu_lines or {}).items():
         ax.axhline(gb, ls="--", lw=0.8, color="gray")
