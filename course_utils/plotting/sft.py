@@ -53,5 +53,6 @@ def plot_accuracy_curves(curves: dict, *, xlabel: str, ylabel: str = "accuracy (
     ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log", ylim=(0, 1))
     ticks = sorted({x for points in curves.values() for x in points})
     ax.set_xticks(ticks, [str(x) for x in ticks])
+    ax.minorticks_off()
     ax.legend(fontsize=8)
     return fig, ax
