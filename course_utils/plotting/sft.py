@@ -41,18 +41,19 @@ def plot_attention_mask(mask, *, title: str = "may attend (True)"):
     return fig, ax
 
 
-def plot_accuracy_curves(curves: dict, *, xlabel: str, ylabel: str = "accuracy (± 1 SE)"):
-    """One line with error bars per setting: {label: {x: (accuracy, SE)}}. Returns (fig, ax)."""
+def plot_accuracy_curves(curves: dict, *, xlabel: str, ylabel: str = "accuracy", title: str = ""):
+    """Mean over seeds as a line, each seed as a dot: {label: {x: [accuracy of each seed]}}. Returns (fig, ax)."""
     if not isinstance(curves, dict) or not curves:
-        raise ValueError("curves must be a non-empty dict {label: {x: (accuracy, se)}}")
+        raise ValueError("curves must be a non-empty dict {label: {x: [accuracy per seed]}}")
     fig, ax = new_figure(width=7)
     for j, (name, points) in enumerate(curves.items()):
-        xs = np.asarray(sorted(points), dtype=float)
-        ax.errorbar(xs * (1 + 0.02 * (j - len(curves) / 2)), [points[x][0] for x in sorted(points)],  # small offsets
-                    yerr=[points[x][1] for x in sorted(points)], marker="o", capsize=3, label=name)
-    ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log", ylim=(0, 1))
+        xs = sorted(points)
+        shift = 0.04 * (j - (len(curves) - 1) / 2)  # side by side, so that equal values stay visible
+        line, = ax.plot([x + shift for x in xs], [float(np.mean(points[x])) for x in xs], "-", label=name)
+        for x in xs:
+            ax.plot([x + shift] * len(points[x]), points[x], "o", ms=4, color=line.get_color())
     ticks = sorted({x for points in curves.values() for x in points})
     ax.set_xticks(ticks, [str(x) for x in ticks])
-    ax.minorticks_off()
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-0.03, 1.03))
     ax.legend(fontsize=8)
     return fig, ax
