@@ -55,5 +55,6 @@ def plot_accuracy_curves(curves: dict, *, xlabel: str, ylabel: str = "accuracy",
     ticks = sorted({x for points in curves.values() for x in points})
     ax.set_xticks(ticks, [str(x) for x in ticks])
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title, ylim=(-0.03, 1.03))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
     return fig, ax
