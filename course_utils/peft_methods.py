@@ -18,6 +18,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .checks import check_int
+from .lora import add_lora
 
 
 def _freeze(model: nn.Module) -> None:
@@ -25,17 +26,16 @@ def _freeze(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def _wrap_linears(model: nn.Module, names, wrap) -> int:
-    """Replace every child linear called one of `names` by `wrap(name, linear)`; returns how many."""
-    count = 0
+def _wrap_linears(model: nn.Module, names, wrap) -> None:
+    """Replace every child linear called one of `names` by `wrap(name, linear)`; at least one must exist."""
+    found = False
     for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if child_name in names and isinstance(child, nn.Linear):
                 setattr(module, child_name, wrap(child_name, child))
-                count += 1
-    if count == 0:
+                found = True
+    if not found:
         raise ValueError(f"no linear layer named one of {list(names)} in {type(model).__name__}")
-    return count
 
 
 # ---- bottleneck adapters (Houlsby et al. 2019) ------------------------------------------------------
@@ -189,8 +189,6 @@ def attach(model: nn.Module, method: str, size: int = 1, *, seed: int = 0) -> nn
     prefix and prompt tuning; (IA)^3 has no size (keys, values and MLP inner activations). LoRA+ is LoRA with
     another optimizer setting (lora.finetune's lr_ratio_B).
     """
-    from .lora import add_lora
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     check_int("size", size)
