@@ -23,7 +23,7 @@ from .lora import LoRALinear, add_lora, dequantize_nf4, merge_lora, nf4_codebook
 from .memory import KNOWN_MODELS, MemoryBreakdown, estimate_training_memory, measure_training_memory  # noqa: F401
 from .sft import build_sft_example, sft_loss  # noqa: F401
 from .train import TrainConfig  # noqa: F401
-from .dpo import dpo_loss, sequence_logprobs, simpo_loss  # noqa: F401
+from .dpo import dpo_loss, ipo_loss, orpo_loss, sequence_logprobs, simpo_loss  # noqa: F401
 from .grpo import GRPOConfig, grpo_loss, group_advantages, k3_kl, train_grpo  # noqa: F401
 from .stats import binomial_ci, check_above, check_gain, check_seeds  # noqa: F401
 from .book import compare_with_book  # noqa: F401

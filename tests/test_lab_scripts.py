@@ -83,6 +83,8 @@ def test_configs_are_checked(tmp_path):
         dpo_lab.load_config(None, method="ppo")
     with pytest.raises(ValueError, match="global_batch_size must be a positive int"):
         dpo_lab.load_config(None, global_batch_size=0)
+    with pytest.raises(ValueError, match="n_pairs, n_sampled and n_policy are all 0"):
+        dpo_lab.load_config(None, n_pairs=0)
     with pytest.raises(ValueError, match="families must be a non-empty list"):
         grpo_lab.load_config(None, families=["algebra"])
     with pytest.raises(ValueError, match="cfg.group_size must be an int >= 2"):
@@ -142,3 +144,28 @@ def test_dpo_script_online_samples_pairs_and_resumes_like_an_uninterrupted_run(t
         dpo_lab.load_config(None, online_families=["algebra"])
     with pytest.raises(ValueError, match=r"group_size must be an int >= 2, got 1"):
         dpo_lab.load_config(None, group_size=1)
+
+
+@pytest.mark.parametrize("method", ["ipo", "orpo"])
+def test_dpo_script_other_methods_finish_and_resume_like_an_uninterrupted_run(method, tmp_path, monkeypatch):
+    """IPO (with a reference, on pairs sampled from the model as in notebook 08) and ORPO (reference-free, so no frozen
+    copy is made, on rule-made pairs): finite losses, and a run stopped at step 2 then resumed ends with the
+    uninterrupted run's losses."""
+    config = LABS["dpo"][1]
+    copies = []
+    frozen_copy = dpo_lab.dpo.frozen_copy
+    monkeypatch.setattr(dpo_lab.dpo, "frozen_copy", lambda model: copies.append(1) or frozen_copy(model))
+    kw = dict(method=method, n_pairs=16, log_every=0, save_every=2, eval_pairs=4)
+    if method == "ipo":
+        kw |= dict(n_pairs=0, n_sampled=12)
+    full = dpo_lab.run(dpo_lab.load_config(config, out_dir=str(tmp_path / "full"), **kw), resume=False)
+    dpo_lab.run(dpo_lab.load_config(config, out_dir=str(tmp_path / "cut"), **kw), resume=False, stop_at_step=2)
+    resumed = dpo_lab.run(dpo_lab.load_config(config, out_dir=str(tmp_path / "cut"), **kw))
+    steps = json.loads(config.read_text())["steps"]
+    assert len(full["losses"]) == steps and all(map(lambda x: abs(x) < float("inf"), full["losses"])), full["losses"]
+    assert resumed["resumed_from"] == 2 and resumed["step"] == steps and len(resumed["losses"]) == steps
+    diff = max(abs(a - b) for a, b in zip(full["losses"], resumed["losses"]))
+    assert diff < WEIGHT_TOL, f"max_diff {diff:.3g}: {full['losses']} vs {resumed['losses']}"
+    assert len(copies) == (3 if dpo_lab.dpo.needs_reference(method) else 0), copies
+    assert {"acc", "margin", "logp_chosen", "logp_rejected"} <= set(full["metrics"][-1])
+    assert ("dpo_acc" in full["held_out"]) == (method == "ipo"), full["held_out"]  # no reference: no DPO reward

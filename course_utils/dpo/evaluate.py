@@ -1,5 +1,5 @@
-"""How a preference-tuned model is measured: held-out pair metrics, greedy replies (style, accuracy, length)
-and a per-family accuracy table."""
+"""How a preference-tuned model is measured: held-out pair metrics, greedy replies (style, accuracy, length),
+the KL to the reference on the policy's own samples, and a per-family accuracy table."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .. import evaluation
 from ..checks import check_items
 from ..data import Task, check_answer
 from ..evaluation import family_accuracy
+from ..grpo import completion_logprobs, sample_completions
 from .losses import _forward_token_logps, token_kl
 from .pairs import ANSWER_TEMPLATE, collate_pairs, parse_reply
 
@@ -59,6 +60,31 @@ def evaluate_pairs(model, examples: list[dict], pad_token_id: int, *, ref_model=
     return out
 
 
+@torch.no_grad()
+def sampled_kl(model, ref_model, tokenizer, prompts: list[str], *, samples_per_prompt: int = 4,
+               max_new_tokens: int = 40, seed: int = 0) -> dict:
+    """KL(π ‖ π_ref) per reply, estimated on replies sampled from `model` at temperature 1.
+
+    The estimate is the mean over samples y ~ π of log π(y|x) − log π_ref(y|x), summed over the reply's tokens
+    (unbiased for the sequence-level KL). Returns "kl" and "se" (nats per reply), "mean_tokens" (reply length).
+    """
+    rollout = sample_completions(model, tokenizer, prompts, samples_per_prompt, max_new_tokens,
+                                 generator=torch.Generator().manual_seed(seed))
+    C = rollout.completion_ids.shape[1]
+    mask = rollout.completion_mask.bool()  # (N, C)
+    was_training = model.training
+    model.eval()
+    try:
+        logp = completion_logprobs(model, rollout.input_ids, rollout.attention_mask, C)  # (N, C)
+        ref_logp = completion_logprobs(ref_model, rollout.input_ids, rollout.attention_mask, C)
+    finally:
+        model.train(was_training)
+    per_reply = torch.where(mask, logp - ref_logp, 0.0).sum(1)  # (N,)
+    n = per_reply.numel()
+    return {"kl": per_reply.mean().item(), "se": (per_reply.std() / n ** 0.5).item() if n > 1 else float("nan"),
+            "mean_tokens": mask.sum(1).float().mean().item()}
+
+
 def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANSWER_TEMPLATE,
                      max_new_tokens: int = 40) -> dict:
     """Greedy replies on `tasks`: style rate (follows template), accuracy (right answer, either style), mean length.
@@ -75,6 +101,90 @@ def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANS
     return {"style_rate": sum(ok for ok, _ in parsed) / len(tasks), "accuracy": sum(correct) / len(tasks),
             "per_family": family_accuracy(tasks, correct),
             "mean_tokens": sum(lengths) / len(lengths), "correct": [int(c) for c in correct], "replies": replies}
+
+
+def train_and_track(model, tokenizer, loss_fn, batch_fn, cfg, tasks: list[Task], every: int) -> tuple:
+    """train.train in segments of `every` steps, scoring greedy exact match on the fixed `tasks` before the first
+    step and after each segment (the run checkpoints at each stop and resumes, so it equals one uninterrupted run).
+
+    cfg: a train.TrainConfig with checkpoint_dir set (an empty folder). Returns (TrainResult of the whole run, its
+    seconds summed over the segments (training only), {step: [0/1 per task]}).
+    """
+    from dataclasses import replace as _replace
+
+    from ..checks import check_int
+    from ..train import latest_checkpoint, train
+
+    check_int("every", every)
+    if cfg.checkpoint_dir is None:
+        raise ValueError("cfg.checkpoint_dir must be set: train_and_track resumes from a checkpoint after each evaluation")
+    if latest_checkpoint(cfg.checkpoint_dir) is not None:
+        raise ValueError(f"cfg.checkpoint_dir {str(cfg.checkpoint_dir)!r} already holds checkpoints; use an empty folder")
+    cfg = _replace(cfg, save_every=every)
+    curve = {0: evaluate_replies(model, tokenizer, tasks)["correct"]}
+    result, seconds = None, 0.0
+    for stop in [*range(every, cfg.steps, every), cfg.steps]:
+        result = train(model, loss_fn, batch_fn, cfg, stop_at_step=stop, resume=result is not None)
+        seconds += result.seconds
+        curve[stop] = evaluate_replies(model, tokenizer, tasks)["correct"]
+    return _replace(result, seconds=seconds), curve
+
+
+@torch.no_grad()
+def token_logp_changes(model, ref_model, examples: list[dict], pad_token_id: int) -> list[dict]:
+    """Per pair, the log p of every reply token under `ref_model` (before) and `model` (after training).
+
+    examples: tokenize_pair outputs. Returns one dict per pair: "diverge" (index of the first reply token where chosen
+    and rejected differ) and, for key in chosen/rejected, "{key}_ids", "{key}_before", "{key}_after" (lists over the
+    reply's tokens).
+    """
+    if not examples:
+        raise ValueError("examples must be a non-empty list of tokenize_pair outputs")
+    batch = collate_pairs(examples, pad_token_id)  # right padding: reply token j of a row sits at len(prompt) + j
+    logps = {}
+    for when, m in (("before", ref_model), ("after", model)):
+        was_training = m.training
+        m.eval()
+        try:
+            logps[when] = _forward_token_logps(m, batch["input_ids"], batch["attention_mask"], batch["loss_mask"])[0]
+        finally:
+            m.train(was_training)
+    B, rows = len(examples), []
+    for i, e in enumerate(examples):
+        c, r = e["chosen_ids"], e["rejected_ids"]
+        row = {"diverge": next((j for j, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))}
+        start = len(e["prompt_ids"]) - 1  # position that predicts the first reply token
+        for key, idx, ids in (("chosen", i, c), ("rejected", B + i, r)):
+            row[f"{key}_ids"] = list(ids)
+            for when in ("before", "after"):
+                row[f"{key}_{when}"] = logps[when][idx, start:start + len(ids)].tolist()
+        rows.append(row)
+    return rows
+
+
+def displacement_summary(rows: list[dict]) -> dict[str, tuple[float, float, int]]:
+    """Mean change of log p (after − before) per token by where it sits, averaged per pair first: the shared prefix,
+    the first differing token of each reply, and each reply's tokens after it. {part: (mean, SE, pairs)}."""
+    parts: dict[str, list[float]] = {"shared prefix": [], "chosen: first differing token": [],
+                                     "rejected: first differing token": [], "chosen: after it": [],
+                                     "rejected: after it": []}
+    for row in rows:
+        d = row["diverge"]
+        delta = {k: [a - b for a, b in zip(row[f"{k}_after"], row[f"{k}_before"])] for k in ("chosen", "rejected")}
+        if d > 0:
+            parts["shared prefix"].append(sum(delta["chosen"][:d]) / d)
+        for k in ("chosen", "rejected"):
+            if d < len(delta[k]):
+                parts[f"{k}: first differing token"].append(delta[k][d])
+            if d + 1 < len(delta[k]):
+                parts[f"{k}: after it"].append(sum(delta[k][d + 1:]) / (len(delta[k]) - d - 1))
+    out = {}
+    for part, xs in parts.items():
+        n = len(xs)
+        mean = sum(xs) / n if n else float("nan")
+        var = sum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else float("nan")
+        out[part] = (mean, (var / n) ** 0.5 if n > 1 else float("nan"), n)
+    return out
 
 
 def accuracy_table(results: dict[str, dict], tasks: list[Task]) -> str:

@@ -16,5 +16,6 @@ from .moe import (check_active_params, check_capacity_keep_mask, check_load_bala
 from .decoding import check_beam_loses, check_pass_at_k, check_repetition_penalty, check_top_p  # noqa: F401
 from .lora import check_dequantize_nf4, check_lora_forward, check_lora_param_count, check_training_memory  # noqa: F401
 from .sft import check_label_masking, check_sft_loss, check_packed_mask  # noqa: F401
-from .dpo import check_dpo_loss, check_simpo_loss, check_completion_logprob  # noqa: F401
+from .dpo import (check_completion_logprob, check_dpo_loss, check_group_pairs, check_ipo_loss,  # noqa: F401
+                  check_simpo_loss)
 from .grpo import check_group_advantages, check_k3_kl, check_clipped_surrogate  # noqa: F401

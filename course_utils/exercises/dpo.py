@@ -1,4 +1,4 @@
-"""Lecture 08 (DPO lab) exercise checks: DPO loss, SimPO loss, completion log-prob."""
+"""Lecture 08 (DPO lab) exercise checks: DPO, SimPO and IPO losses, completion log-prob, the online pair sampler."""
 
 from __future__ import annotations
 
@@ -82,3 +82,58 @@ def check_completion_logprob(completion_logprob: Callable, trials: int = 4) -> N
                 return problem + f" (trial {t}, shape {(B, T, V)}){hint}"
         return None
     return run_check("completion log-prob", trial)
+
+
+def check_ipo_loss(ipo_loss_fn: Callable, trials: int = 4) -> None:
+    """ipo_loss_fn(pc, pr, rc, rr, beta) on per-token average log-probs -> per-pair losses (B,), Azar et al. 2023:
+    the squared distance of the log-ratio gap from its target 1/(2β); compared with a float64 formula."""
+    def trial():
+        gen = torch.Generator().manual_seed(811)
+        for t in range(trials):
+            B, beta = 2 + 2 * t, [0.1, 0.5, 1.0, 0.05][t % 4]
+            pc, pr, rc, rr = (-3 * torch.rand(B, generator=gen, dtype=torch.float64) for _ in range(4))
+            gap = (pc - rc) - (pr - rr)
+            expected = (gap - 1 / (2 * beta)) ** 2
+            got = call(ipo_loss_fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
+            if isinstance(got, tuple):
+                got = got[0]
+            problem = compare("losses", got, expected, atol=1e-6)
+            if problem:
+                hint = ""
+                if isinstance(got, torch.Tensor) and got.shape == expected.shape:
+                    if torch.allclose(got.double(), (gap - 1 / beta) ** 2, atol=1e-6):
+                        hint = " (the target is 1/(2β), not 1/β)"
+                    elif torch.allclose(got.double(), (beta * gap - 1 / 2) ** 2, atol=1e-6):
+                        hint = " (IPO does not multiply the gap by β: β sets the target)"
+                return problem + f" (trial {t}, B={B}, beta={beta}){hint}"
+        return None
+    return run_check("IPO loss", trial)
+
+
+def check_group_pairs(group_pairs_fn: Callable) -> None:
+    """group_pairs_fn(task, replies) -> list of (chosen, rejected): one pair (a right reply, a wrong non-empty reply,
+    both taken from `replies`) when the group has both, else []; judged with data.check_answer."""
+    from ..data import check_answer, make_tasks
+
+    def trial():
+        task = make_tasks(1, "train", seed=3, families=["addition"])[0]
+        right = task.reply
+        wrong = right[:-1] + str((int(right[-1]) + 1) % 10)
+        groups = {"mixed": [wrong, right, wrong, right], "all right": [right] * 4, "all wrong": [wrong] * 4,
+                  "right and empty": [right, "", right, ""]}
+        for name, replies in groups.items():
+            got = call(group_pairs_fn, task, list(replies))
+            if not isinstance(got, list):
+                return f"{name} group: return a list of (chosen, rejected) tuples, got {type(got).__name__}"
+            want = 1 if name == "mixed" else 0
+            if len(got) != want:
+                return (f"{name} group {replies}: expected {want} pair(s), got {len(got)}"
+                        + (" (an empty reply is not a usable rejected reply)" if name == "right and empty" else ""))
+            for pair in got:
+                if not (isinstance(pair, tuple) and len(pair) == 2 and all(p in replies for p in pair)):
+                    return f"{name} group: each pair must be a (chosen, rejected) tuple of replies from the group, got {pair!r}"
+                chosen, rejected = pair
+                if not check_answer(task, chosen) or check_answer(task, rejected) or not rejected:
+                    return f"{name} group: chosen must be right and rejected wrong, got chosen {chosen!r}, rejected {rejected!r}"
+        return None
+    return run_check("online pair sampler", trial)

@@ -1,14 +1,18 @@
-"""The DPO lab as a script: the notebook's preference pairs, loss (DPO or SimPO) and shared training loop.
+"""The DPO lab as a script: the notebook's preference pairs, a preference loss (any dpo.PREFERENCE_METHODS key: dpo,
+robust, ipo, hinge, kto, simpo, orpo) and the shared training loop.
 
     python -m course_utils.labs.dpo --config configs/dpo_ci.json
     torchrun --nproc_per_node 2 -m course_utils.labs.dpo --config configs/dpo_ci.json        # data parallel
     accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml -m course_utils.labs.dpo --config ...
 
-The policy starts from `model` (by default the SFT checkpoint data/course-tiny-sft, as in notebook 08); the DPO
-reference is a frozen copy of that starting model, also after a resume. `global_batch_size` pairs per step are
+The policy starts from `model` (by default the SFT checkpoint data/course-tiny-sft, as in notebook 08); methods in
+dpo.NEEDS_REFERENCE (dpo, robust, ipo, hinge, kto) score it against a frozen copy of that starting model, also after a
+resume; simpo and orpo are reference-free and keep no copy. `global_batch_size` pairs per step are
 split evenly over the processes (each rank's loss is the mean over its pairs, so the rank average is the global mean).
-With `"online": true` the pairs are sampled from the policy at every step (notebook 08, section 8.8): each process
-samples its own share, on train prompts of `online_families`.
+Offline pairs: `n_sampled` > 0 samples `group_size` replies from the starting model for that many train prompts of
+`online_families` and keeps a right and a wrong reply of each mixed group (notebook 08, section 8.2), plus `n_pairs`
+rule-made pairs (0 for none). With `"online": true` the pairs are sampled from the policy at every step instead
+(section 8.4): each process samples its own share, on train prompts of `online_families`.
 A run resumes from the latest complete checkpoint in <out_dir>/checkpoints unless --no-resume is given.
 """
 
@@ -19,6 +23,8 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import torch
 
 from .. import dpo
 from ..checks import check_choice
@@ -34,19 +40,22 @@ class DPOLabConfig:
 
     model: str = "course-tiny-sft"  # a folder under data/, a load_model name, a local folder or a hub id
     n_pairs: int = 3000  # rule-made preference pairs (train split)
+    n_sampled: int = 0  # on-policy pairs sampled once from the starting model on this many train prompts (0 = none)
     n_policy: int = 0  # extra on-policy pairs from the model's own wrong replies (greedy generation; 0 = none)
     online: bool = False  # online DPO: fresh pairs sampled from the policy every step (n_pairs, n_policy unused)
-    online_families: list[str] = field(default_factory=lambda: ["addition"])  # online DPO prompts (train split)
-    group_size: int = 4  # online DPO: replies sampled per prompt
+    online_families: list[str] = field(default_factory=lambda: ["addition"])  # sampled / online prompts (train split)
+    group_size: int = 4  # sampled and online pairs: replies sampled per prompt
     steps: int = 100  # optimizer steps
     global_batch_size: int = 8  # pairs per step, summed over all processes
     grad_accum: int = 1  # micro-batches per step (each process)
     lr: float = 3e-4  # peak AdamW learning rate (warm-up then cosine)
     warmup: int = 10  # warm-up steps
-    method: str = "dpo"  # "dpo" (frozen reference model) | "simpo" (reference-free)
-    beta: float = 0.1  # DPO: KL leash strength; SimPO: reward scale
+    method: str = "dpo"  # a dpo.PREFERENCE_METHODS key: dpo, robust, ipo, hinge, kto (reference) | simpo, orpo (none)
+    beta: float = 0.1  # DPO family: KL leash strength; IPO: margin target 1/(2β); SimPO: reward scale; ORPO: λ
     gamma: float = 1.0  # SimPO target margin
-    label_smoothing: float = 0.0  # DPO only: conservative-DPO label noise
+    label_smoothing: float = 0.0  # dpo: conservative-DPO label noise; robust: rDPO's assumed label flip rate
+    desirable_weight: float = 1.0  # kto: weight of the chosen (desirable) completions
+    undesirable_weight: float = 1.0  # kto: weight of the rejected (undesirable) completions
     out_dir: str = "runs/dpo"  # checkpoints/, losses.json, metrics.json and final/ go here
     save_every: int = 25  # checkpoint every N steps (0 = only at the end)
     keep_last: int = 2  # checkpoints kept on disk
@@ -61,12 +70,16 @@ class DPOLabConfig:
 
 def load_config(path: str | os.PathLike | None, **overrides) -> DPOLabConfig:
     """DPOLabConfig from a JSON file (unknown keys are an error), then keyword overrides."""
-    cfg = read_config(DPOLabConfig, path, overrides, {"n_pairs": 1, "steps": 1, "global_batch_size": 1, "grad_accum": 1,
-                                                      "n_policy": 0, "eval_pairs": 0, "eval_tasks": 0, "group_size": 2})
+    cfg = read_config(DPOLabConfig, path, overrides, {"n_pairs": 0, "n_sampled": 0, "steps": 1, "global_batch_size": 1,
+                                                      "grad_accum": 1, "n_policy": 0, "eval_pairs": 0, "eval_tasks": 0,
+                                                      "group_size": 2})
     if not isinstance(cfg.online, bool):
         raise ValueError(f"online must be true or false, got {cfg.online!r}")
     check_families("online_families", cfg.online_families)
     check_choice("method", cfg.method, list(dpo.PREFERENCE_METHODS))
+    if not cfg.online and cfg.n_pairs + cfg.n_sampled + cfg.n_policy == 0:
+        raise ValueError("n_pairs, n_sampled and n_policy are all 0: set one above 0 for offline pairs, "
+                         "or online to true")
     return cfg
 
 
@@ -89,8 +102,10 @@ def run(cfg: DPOLabConfig, *, resume: bool = True, stop_at_step: int | None = No
     micro = micro_batch(cfg, world)  # pairs per micro-step over all ranks
     dev = process_device(cfg, world)
     model, tok = load_model(resolve_model(cfg.model), device=dev)
-    pcfg = dpo.PreferenceConfig(cfg.method, beta=cfg.beta, gamma=cfg.gamma, label_smoothing=cfg.label_smoothing)
-    ref_model = dpo.frozen_copy(model) if cfg.method == "dpo" else None  # the starting policy, before any resume
+    pcfg = dpo.PreferenceConfig(cfg.method, beta=cfg.beta, gamma=cfg.gamma, label_smoothing=cfg.label_smoothing,
+                                desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
+    # the starting policy, before any resume; reference-free methods skip the copy (and its memory)
+    ref_model = dpo.frozen_copy(model) if dpo.needs_reference(cfg.method) else None
     eval_families = cfg.online_families if cfg.online else list(TASK_FAMILIES)
     held_tasks = make_eval_tasks(cfg.eval_tasks, "test", seed=cfg.seed + 1, families=eval_families) if cfg.eval_tasks else []
     if cfg.online:  # each rank samples its own pairs with its own seed
@@ -99,7 +114,11 @@ def run(cfg: DPOLabConfig, *, resume: bool = True, stop_at_step: int | None = No
         batch_fn = dpo.make_online_pair_batch_fn(model, tok, train_tasks, micro // world, group_size=cfg.group_size,
                                                  seed=cfg.seed + 1009 * rank)
     else:
-        pairs = dpo.make_preference_pairs(cfg.n_pairs, "train", seed=cfg.seed)
+        pairs = dpo.make_preference_pairs(cfg.n_pairs, "train", seed=cfg.seed) if cfg.n_pairs else []
+        if cfg.n_sampled:
+            prompts = make_tasks(cfg.n_sampled, "train", seed=cfg.seed, families=cfg.online_families)
+            pairs += dpo.sampled_pairs(model, tok, prompts, cfg.group_size,
+                                       generator=torch.Generator().manual_seed(cfg.seed))
         if cfg.n_policy:
             pairs += dpo.model_mistake_pairs(model, tok, make_tasks(cfg.n_policy, "train", seed=cfg.seed + 5))
         examples = dpo.tokenize_pairs(tok, pairs)

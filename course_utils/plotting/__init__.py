@@ -17,5 +17,6 @@ from .decoding import (plot_next_token_filter, plot_repetition_table, plot_accur
                        plot_repetition_vs_likelihood)
 from .lora import plot_memory_breakdown, plot_peft_methods, plot_quant_error, plot_rank_scaling  # noqa: F401
 from .sft import plot_accuracy_curves, plot_attention_mask, plot_family_accuracy, plot_loss_curves  # noqa: F401
-from .dpo import plot_preference_runs  # noqa: F401
+from .dpo import (plot_accuracy_during_training, plot_beta_sweep, plot_family, plot_preference_runs,  # noqa: F401
+                  plot_token_logp_change)
 from .grpo import plot_grpo_history, plot_reward_curves, plot_token_weights, plot_test_time_compute  # noqa: F401
