@@ -2,6 +2,8 @@
 
     python benchmarks/bench_dpo_family.py                  # about 30 minutes on 2 CPU cores
     python benchmarks/bench_dpo_family.py --only beta      # just the β sweep
+    python benchmarks/bench_dpo_family.py --only controls  # DPO + SFT term, and the SFT term alone
+    python benchmarks/bench_dpo_family.py --only timing    # re-time every method (40 steps each), nothing else running
 
 Start: the SFT checkpoint data/course-tiny-sft. Training pairs: 4 replies sampled (temperature 1) from the SFT model for
 each of 600 train-split addition prompts; every group with a right and a wrong reply gives one pair (dpo.sampled_pairs),
@@ -10,7 +12,8 @@ pairs (offline); online DPO re-samples its pairs from the current policy at ever
 Measured on 200 held-out (test-split) addition problems, greedy exact match, and on held-out pairs sampled the same way
 from test prompts: reward accuracy by the implicit reward β·log(π/π_ref) summed over the reply ("implicit") and by the
 mean token log-probability ("mean logp", SimPO's reward); KL(π ‖ π_ref) per reply on 4 samples from the policy for each
-of 100 held-out prompts (dpo.sampled_kl); the reference model's memory; seconds per step on this machine.
+of 100 held-out prompts (dpo.sampled_kl); the reference model's memory; seconds per training step on this machine
+(`--only timing`: 40 steps per method, timed alone, so the methods are compared under the same load).
 Writes benchmarks/results/dpo_family.json.
 """
 
@@ -42,6 +45,11 @@ FAMILY = {
     "KTO": dict(method="kto", beta=0.1),
     "ORPO (λ=0.1)": dict(method="orpo", beta=0.1),
     "SimPO (β=2, γ=1)": dict(method="simpo", beta=2.0, gamma=1.0),
+}
+# controls: is a gain the preference term's, or the NLL on the chosen replies (the model's own right answers)?
+CONTROLS = {
+    "DPO + SFT term (RPO)": dict(method="dpo", beta=0.1, sft_weight=1.0),
+    "SFT on chosen only": dict(method="orpo", beta=1e-6),  # ORPO with λ → 0: the chosen NLL alone
 }
 BETAS = (0.01, 0.1, 1.0)
 
@@ -89,9 +97,21 @@ def run(name, cfg_kw, model, tok, examples, train_tasks, ctx, online=False) -> d
     return row
 
 
+def time_steps(cfg_kw, model, tok, examples, train_tasks, online=False, steps=40) -> float:
+    """Seconds per training step of one method (after 2 warm-up steps), on the same batches."""
+    ref = dpo.frozen_copy(model)
+    policy = dpo.frozen_copy(model).requires_grad_(True)
+    pcfg = dpo.PreferenceConfig(**cfg_kw)
+    loss_fn = dpo.make_loss_fn(pcfg, ref if dpo.needs_reference(pcfg.method) else None)
+    batch_fn = (dpo.make_online_pair_batch_fn(policy, tok, train_tasks, BATCH, group_size=4, seed=0) if online
+                else dpo.make_pair_batch_fn(examples, BATCH, tok.pad_token_id, seed=0))
+    train(policy, loss_fn, batch_fn, TrainConfig(steps=2, lr=LR, warmup=1))
+    return train(policy, loss_fn, batch_fn, TrainConfig(steps=steps, lr=LR, warmup=1)).seconds / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["family", "beta"], default=None)
+    parser.add_argument("--only", choices=["family", "controls", "beta", "timing"], default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -110,6 +130,16 @@ def main() -> None:
         family["online DPO"] = run("online DPO", FAMILY["DPO"], model, tok, examples, train_tasks, ctx, online=True)
         results["family"] = family
         OUT.write_text(json.dumps(results, indent=1))
+    if args.only in (None, "controls"):
+        for name, kw in CONTROLS.items():
+            results["family"][name] = run(name, kw, model, tok, examples, train_tasks, ctx)
+        OUT.write_text(json.dumps(results, indent=1))
+    if args.only in (None, "timing"):
+        for name, kw in (FAMILY | CONTROLS).items():
+            results["family"][name]["seconds_per_step"] = time_steps(kw, model, tok, examples, train_tasks)
+        results["family"]["online DPO"]["seconds_per_step"] = time_steps(FAMILY["DPO"], model, tok, examples,
+                                                                          train_tasks, online=True)
+        print({n: round(r["seconds_per_step"], 3) for n, r in results["family"].items()}, flush=True)
     if args.only in (None, "beta"):
         results["beta"] = {str(b): run(f"DPO beta {b}", dict(method="dpo", beta=b), model, tok, examples, train_tasks, ctx)
                            for b in BETAS}
