@@ -338,6 +338,13 @@ def test_orpo_loss_hand_worked_and_stable():
         expected.append(math.log1p(math.exp(-log_odds)) if log_odds > -30 else -log_odds)
     got = dpo.orpo_loss(c, r)
     assert torch.isfinite(got).all() and (got - torch.tensor(expected, dtype=torch.float64)).abs().max() < 1e-9, got
+    # p rounded to 1 (log p = 0.0, as float32 gives for a confident model): finite loss and gradients; ~0 when only
+    # the chosen reply is certain, large when only the rejected one is, log 2 when both are
+    c = torch.tensor([0.0, -2.0, 0.0], requires_grad=True)
+    got = dpo.orpo_loss(c, torch.tensor([-3.0, 0.0, 0.0]))
+    got.sum().backward()
+    assert torch.isfinite(got).all() and torch.isfinite(c.grad).all(), (got, c.grad)
+    assert got[0] < 1e-6 and got[1] > 15 and abs(got[2] - math.log(2)) < 1e-6, got
 
 
 # SimPO
@@ -639,9 +646,9 @@ def test_family_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"undesirable_weight must be a finite number >= 0, got -1"):
         dpo.kto_loss(x, x, b, 0.0, undesirable_weight=-1)
     neg = -torch.ones(3)
-    with pytest.raises(ValueError, match=r"rejected_avg_logps must be log-probabilities < 0 .*got 0.0 at index 1"):
-        dpo.orpo_loss(neg, torch.tensor([-1.0, 0.0, -2.0]))
-    with pytest.raises(ValueError, match=r"chosen_avg_logps must be log-probabilities < 0 .*got nan at index 0"):
+    with pytest.raises(ValueError, match=r"rejected_avg_logps must be log-probabilities <= 0, got 0.5 at index 1"):
+        dpo.orpo_loss(neg, torch.tensor([-1.0, 0.5, -2.0]))
+    with pytest.raises(ValueError, match=r"chosen_avg_logps must be log-probabilities <= 0, got nan at index 0"):
         dpo.orpo_loss(torch.tensor([float("nan"), -1.0, -1.0]), neg)
     with pytest.raises(ValueError, match=r"batch sizes must match"):
         dpo.orpo_loss(neg, -torch.ones(4))

@@ -91,7 +91,7 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     label_smoothing ε > 0 gives conservative DPO (cDPO, Mitchell 2023): (1-ε)·loss(Δ) + ε·loss(-Δ), the expected
     loss when labels are flipped with probability ε. It is biased: even on clean labels its minimum sits at a finite
     margin (σ(βΔ) = 1-ε). robust_dpo_loss (rDPO) instead de-biases the noisy loss into an estimate of the clean one.
-    Same values as trl's DPOTrainer loss_type="sigmoid" (with its label_smoothing).
+    Same values as trl's DPOTrainer loss_type="sigmoid" at ε = 0 (trl 1.16's "sigmoid" has no label smoothing).
     """
     _check_logps(("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps"),
                  (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps))
@@ -203,7 +203,10 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
 
     Naive equivalent: torch.log(1 - torch.exp(x)), which loses all digits as x -> 0⁻ and as x -> -inf.
     """
-    return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+    small = x < -math.log(2)
+    # each branch sees only inputs where it is finite, so the unused one cannot put NaN into the gradient
+    return torch.where(small, torch.log1p(-torch.exp(torch.where(small, x, -1.0))),
+                       torch.log(-torch.expm1(torch.where(small, -1.0, x))))
 
 
 def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor) -> torch.Tensor:
@@ -216,10 +219,14 @@ def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor) 
     """
     _check_logps(("chosen_avg_logps", "rejected_avg_logps"), (chosen_avg_logps, rejected_avg_logps))
     for name, t in (("chosen_avg_logps", chosen_avg_logps), ("rejected_avg_logps", rejected_avg_logps)):
-        bad = ~(t < 0)  # also catches NaN
+        bad = ~(t <= 0)  # also catches NaN
         if bad.any():
-            raise ValueError(f"{name} must be log-probabilities < 0 (p < 1, so the odds are finite), got "
-                             f"{t[bad][0].item()!r} at index {bad.nonzero()[0].item()}")
+            raise ValueError(f"{name} must be log-probabilities <= 0, got {t[bad][0].item()!r} at index "
+                             f"{bad.nonzero()[0].item()}")
+    # log p in (-ε/2, 0] (ε = the dtype's machine epsilon; float32 cannot tell such p from 1) is read as -ε/2, so the
+    # odds and their gradients stay finite; such entries get no gradient
+    chosen_avg_logps, rejected_avg_logps = (t.clamp(max=-torch.finfo(t.dtype).eps / 2)
+                                            for t in (chosen_avg_logps, rejected_avg_logps))
     log_odds = (chosen_avg_logps - rejected_avg_logps) - (_log1mexp(chosen_avg_logps) - _log1mexp(rejected_avg_logps))
     return -F.logsigmoid(log_odds)  # (B,)
 

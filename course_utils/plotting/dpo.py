@@ -93,7 +93,7 @@ def plot_token_logp_change(tokens: dict[str, list[str]], before: dict[str, list[
     return fig, axes
 
 
-def plot_family(rows: dict[str, dict]):
+def plot_family(rows: dict[str, dict], title: str = ""):
     """The DPO family side by side: held-out exact-match change from the start and KL on policy samples, ±1.96·SE.
 
     rows: {method: {"change", "change_se", "sampled_kl", "sampled_kl_se"}} (benchmarks/results/dpo_family.json).
@@ -112,13 +112,14 @@ def plot_family(rows: dict[str, dict]):
         ax.set_yticks(y)
         ax.set_yticklabels(names if ax is axes[0] else [], fontsize=8)
         ax.invert_yaxis()
-    fig.suptitle("same pairs, same budget; bars ± 95 % interval", fontsize=9)
+    fig.suptitle((title + "\n" if title else "") + "bars ± 95 % interval", fontsize=9)
     fig.tight_layout()
     return fig, axes
 
 
-def plot_beta_sweep(rows: dict[str, dict]):
-    """β against held-out exact match and KL on policy samples (±1.96·SE); rows {str(β): row} as in plot_family."""
+def plot_beta_sweep(rows: dict[str, dict], start: float | None = None):
+    """β against held-out exact match and KL on policy samples (±1.96·SE); rows {str(β): row} as in plot_family;
+    `start` (the accuracy before training) as a dashed line."""
     betas = sorted(rows, key=float)
     x = np.array([float(b) for b in betas])
     fig, axes = new_figure(1, 2, width=6.2, height=3.0)
@@ -126,7 +127,10 @@ def plot_beta_sweep(rows: dict[str, dict]):
                            (axes[1], "sampled_kl", "KL(π ‖ π_ref) per reply, nats")):
         vals = np.array([rows[b][key] for b in betas])
         err = 1.96 * np.array([rows[b][key + "_se"] for b in betas])
-        ax.errorbar(x, vals, yerr=err, marker="o", capsize=3)
+        ax.errorbar(x, vals, yerr=err, marker="o", capsize=3, label="after DPO")
+        if start is not None and key == "accuracy":
+            ax.axhline(start, color="gray", ls="--", lw=1, label=f"start ({start:.3f})")
+            ax.legend(fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("β")
         ax.set_ylabel(label)
