@@ -75,3 +75,20 @@ def test_pass_at_k_hints(wrong, hint, capsys):
     cu.exercises.check_pass_at_k(wrong)
     out = capsys.readouterr().out
     assert out.startswith("FAIL") and hint in out, out
+
+
+_GAP = lambda pc, pr, rc, rr: (pc - rc) - (pr - rr)  # noqa: E731
+
+
+@pytest.mark.parametrize("check, fn, expected", [
+    ("check_dpo_loss", lambda pc, pr, rc, rr, b: -torch.nn.functional.logsigmoid(b * _GAP(pc, pr, rc, rr)), "PASS"),
+    ("check_dpo_loss", lambda pc, pr, rc, rr, b: -torch.nn.functional.logsigmoid(-b * _GAP(pc, pr, rc, rr)), "sign flipped"),
+    ("check_dpo_loss", lambda pc, pr, rc, rr, b: -torch.nn.functional.logsigmoid(_GAP(pc, pr, rc, rr)), "multiply"),
+    ("check_ipo_loss", lambda pc, pr, rc, rr, b: (_GAP(pc, pr, rc, rr) - 1 / (2 * b)) ** 2, "PASS"),
+    ("check_ipo_loss", lambda pc, pr, rc, rr, b: (_GAP(pc, pr, rc, rr) - 1 / b) ** 2, "not 1/β"),
+    ("check_ipo_loss", lambda pc, pr, rc, rr, b: (b * _GAP(pc, pr, rc, rr) - 0.5) ** 2, "β sets the target"),
+])
+def test_pair_loss_hints(check, fn, expected, capsys):
+    getattr(cu.exercises, check)(fn)
+    out = capsys.readouterr().out
+    assert expected in out, out

@@ -10,28 +10,37 @@ import torch.nn.functional as F
 from .runner import call, compare, run_check
 
 
-def check_dpo_loss(dpo_loss_fn: Callable, trials: int = 4) -> None:
-    """dpo_loss_fn(pc, pr, rc, rr, beta) -> per-pair losses (B,) = -log σ(β[(pc - rc) - (pr - rr)])."""
+def _check_pair_loss(title: str, loss_fn: Callable, seed: int, scale: float, betas: list[float], formula: Callable,
+                     mistakes: list[tuple[Callable, str]], trials: int) -> None:
+    """Shared trial of the reference-based pair losses: loss_fn(pc, pr, rc, rr, beta) against formula(gap, beta) in
+    float64, gap = (pc - rc) - (pr - rr); `mistakes` lists (wrong formula, hint) pairs to recognise."""
     def trial():
-        gen = torch.Generator().manual_seed(808)
+        gen = torch.Generator().manual_seed(seed)
         for t in range(trials):
-            B, beta = 2 + 3 * t, [0.1, 0.5, 1.0, 3.0][t % 4]
-            pc, pr, rc, rr = (-30 * torch.rand(B, generator=gen, dtype=torch.float64) for _ in range(4))
-            expected = -F.logsigmoid(beta * ((pc - rc) - (pr - rr)))
-            got = call(dpo_loss_fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
+            B, beta = 2 + 2 * t, betas[t % len(betas)]
+            pc, pr, rc, rr = (-scale * torch.rand(B, generator=gen, dtype=torch.float64) for _ in range(4))
+            gap = (pc - rc) - (pr - rr)
+            got = call(loss_fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
             if isinstance(got, tuple):
                 got = got[0]
-            problem = compare("losses", got, expected, atol=1e-6)
+            problem = compare("losses", got, formula(gap, beta), atol=1e-6)
             if problem:
-                hint = ""
-                if isinstance(got, torch.Tensor) and got.shape == expected.shape:
-                    if torch.allclose(got.double(), -F.logsigmoid(-beta * ((pc - rc) - (pr - rr))), atol=1e-6):
-                        hint = " (sign flipped: the chosen log-ratio comes first)"
-                    elif torch.allclose(got.double(), -F.logsigmoid((pc - rc) - (pr - rr)), atol=1e-6):
-                        hint = " (multiply the log-ratio difference by beta)"
+                same_shape = isinstance(got, torch.Tensor) and got.shape == gap.shape
+                hint = next((h for wrong, h in mistakes
+                             if same_shape and torch.allclose(got.double(), wrong(gap, beta), atol=1e-6)), "")
                 return problem + f" (trial {t}, B={B}, beta={beta}){hint}"
         return None
-    return run_check("DPO loss", trial)
+    return run_check(title, trial)
+
+
+def check_dpo_loss(dpo_loss_fn: Callable, trials: int = 4) -> None:
+    """dpo_loss_fn(pc, pr, rc, rr, beta) -> per-pair losses (B,) = -log σ(β[(pc - rc) - (pr - rr)])."""
+    return _check_pair_loss("DPO loss", dpo_loss_fn, 808, 30.0, [0.1, 0.5, 1.0, 3.0],
+                            lambda gap, beta: -F.logsigmoid(beta * gap),
+                            [(lambda gap, beta: -F.logsigmoid(-beta * gap),
+                              " (sign flipped: the chosen log-ratio comes first)"),
+                             (lambda gap, beta: -F.logsigmoid(gap), " (multiply the log-ratio difference by beta)")],
+                            trials)
 
 
 def check_simpo_loss(simpo_loss_fn: Callable, trials: int = 4) -> None:
@@ -87,27 +96,12 @@ def check_completion_logprob(completion_logprob: Callable, trials: int = 4) -> N
 def check_ipo_loss(ipo_loss_fn: Callable, trials: int = 4) -> None:
     """ipo_loss_fn(pc, pr, rc, rr, beta) on per-token average log-probs -> per-pair losses (B,), Azar et al. 2023:
     the squared distance of the log-ratio gap from its target 1/(2β); compared with a float64 formula."""
-    def trial():
-        gen = torch.Generator().manual_seed(811)
-        for t in range(trials):
-            B, beta = 2 + 2 * t, [0.1, 0.5, 1.0, 0.05][t % 4]
-            pc, pr, rc, rr = (-3 * torch.rand(B, generator=gen, dtype=torch.float64) for _ in range(4))
-            gap = (pc - rc) - (pr - rr)
-            expected = (gap - 1 / (2 * beta)) ** 2
-            got = call(ipo_loss_fn, pc.clone(), pr.clone(), rc.clone(), rr.clone(), beta)
-            if isinstance(got, tuple):
-                got = got[0]
-            problem = compare("losses", got, expected, atol=1e-6)
-            if problem:
-                hint = ""
-                if isinstance(got, torch.Tensor) and got.shape == expected.shape:
-                    if torch.allclose(got.double(), (gap - 1 / beta) ** 2, atol=1e-6):
-                        hint = " (the target is 1/(2β), not 1/β)"
-                    elif torch.allclose(got.double(), (beta * gap - 1 / 2) ** 2, atol=1e-6):
-                        hint = " (IPO does not multiply the gap by β: β sets the target)"
-                return problem + f" (trial {t}, B={B}, beta={beta}){hint}"
-        return None
-    return run_check("IPO loss", trial)
+    return _check_pair_loss("IPO loss", ipo_loss_fn, 811, 3.0, [0.1, 0.5, 1.0, 0.05],
+                            lambda gap, beta: (gap - 1 / (2 * beta)) ** 2,
+                            [(lambda gap, beta: (gap - 1 / beta) ** 2, " (the target is 1/(2β), not 1/β)"),
+                             (lambda gap, beta: (beta * gap - 1 / 2) ** 2,
+                              " (IPO does not multiply the gap by β: β sets the target)")],
+                            trials)
 
 
 def check_group_pairs(group_pairs_fn: Callable) -> None:
