@@ -11,7 +11,7 @@ from .figure import new_figure
 PREFERENCE_PANELS = {
     "loss": ("loss", "loss (log 2 = 0.693 at the start)"),
     "acc": ("reward accuracy", "fraction r(chosen) > r(rejected)"),
-    "margin": ("reward margin", "r(chosen) − r(rejected)"),
+    "margin": ("reward margin", "r(chosen) − r(rejected), β·nats"),
     "logp_chosen": ("log p(chosen reply)", "nats, summed over the reply"),
     "logp_rejected": ("log p(rejected reply)", "nats, summed over the reply"),
     "kl": ("KL to the reference", "nats per token, on the batch's pairs"),
