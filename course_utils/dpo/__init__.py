@@ -6,9 +6,9 @@
     losses, r_c, r_r = dpo_loss(*logps.chunk(2), *ref_logps.chunk(2), beta=0.1)
 
 - losses: completion log-probs and the preference losses (pure functions, each checked against trl);
-- pairs: where pairs come from (rules, the model's mistakes, online sampling), tokenization and batches;
+- pairs: where pairs come from (rules, the model's mistakes, sampled once or online), tokenization and batches;
 - training: PREFERENCE_METHODS (the loss function for train.train per method), NEEDS_REFERENCE, the frozen reference;
-- evaluate: held-out pair metrics, greedy replies, the per-family accuracy table;
+- evaluate: held-out pair metrics, greedy replies, accuracy during training, KL on samples, per-token changes;
 - trl_trainer: the same with trl's DPOTrainer.
 
 Methods (PREFERENCE_METHODS keys; the loss function in brackets):

@@ -1,15 +1,19 @@
 """How a preference-tuned model is measured: held-out pair metrics, greedy replies (style, accuracy, length),
-the KL to the reference on the policy's own samples, and a per-family accuracy table."""
+held-out accuracy during training, the KL to the reference on the policy's own samples, per-token log-prob changes
+(likelihood displacement), and a per-family accuracy table."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
 from .. import evaluation
-from ..checks import check_items
+from ..checks import check_int, check_items
 from ..data import Task, check_answer
 from ..evaluation import family_accuracy
 from ..grpo import completion_logprobs, sample_completions
+from ..train import latest_checkpoint, train
 from .losses import _forward_token_logps, token_kl
 from .pairs import ANSWER_TEMPLATE, collate_pairs, parse_reply
 
@@ -107,27 +111,22 @@ def train_and_track(model, tokenizer, loss_fn, batch_fn, cfg, tasks: list[Task],
     """train.train in segments of `every` steps, scoring greedy exact match on the fixed `tasks` before the first
     step and after each segment (the run checkpoints at each stop and resumes, so it equals one uninterrupted run).
 
-    cfg: a train.TrainConfig with checkpoint_dir set (an empty folder). Returns (TrainResult of the whole run, its
-    seconds summed over the segments (training only), {step: [0/1 per task]}).
+    cfg: a train.TrainConfig with checkpoint_dir set (an empty folder). Returns (the TrainResult of the whole run, whose
+    seconds are summed over the segments, training only; {step: [0/1 per task]}).
     """
-    from dataclasses import replace as _replace
-
-    from ..checks import check_int
-    from ..train import latest_checkpoint, train
-
     check_int("every", every)
     if cfg.checkpoint_dir is None:
         raise ValueError("cfg.checkpoint_dir must be set: train_and_track resumes from a checkpoint after each evaluation")
     if latest_checkpoint(cfg.checkpoint_dir) is not None:
         raise ValueError(f"cfg.checkpoint_dir {str(cfg.checkpoint_dir)!r} already holds checkpoints; use an empty folder")
-    cfg = _replace(cfg, save_every=every)
+    cfg = replace(cfg, save_every=every)
     curve = {0: evaluate_replies(model, tokenizer, tasks)["correct"]}
     result, seconds = None, 0.0
     for stop in [*range(every, cfg.steps, every), cfg.steps]:
         result = train(model, loss_fn, batch_fn, cfg, stop_at_step=stop, resume=result is not None)
         seconds += result.seconds
         curve[stop] = evaluate_replies(model, tokenizer, tasks)["correct"]
-    return _replace(result, seconds=seconds), curve
+    return replace(result, seconds=seconds), curve
 
 
 @torch.no_grad()

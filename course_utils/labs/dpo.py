@@ -42,7 +42,7 @@ class DPOLabConfig:
     n_pairs: int = 3000  # rule-made preference pairs (train split)
     n_sampled: int = 0  # on-policy pairs sampled once from the starting model on this many train prompts (0 = none)
     n_policy: int = 0  # extra on-policy pairs from the model's own wrong replies (greedy generation; 0 = none)
-    online: bool = False  # online DPO: fresh pairs sampled from the policy every step (n_pairs, n_policy unused)
+    online: bool = False  # online DPO: fresh pairs sampled from the policy every step (n_pairs, n_sampled, n_policy unused)
     online_families: list[str] = field(default_factory=lambda: ["addition"])  # sampled / online prompts (train split)
     group_size: int = 4  # sampled and online pairs: replies sampled per prompt
     steps: int = 100  # optimizer steps
