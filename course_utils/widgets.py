@@ -207,7 +207,8 @@ def memory_explorer_report(model: str, method: str, batch_size: int, seq_len: in
     lines = [f"{model} | {method} | batch {batch_size} x {seq_len} tokens | optimizer {optimizer}"
              + (f" | r = {lora_r}" if method != "full" else "") + (" | checkpointing" if grad_checkpointing else ""),
              "  ".join(f"{k} {v:.1f}" for k, v in est.as_dict(1e9).items()) + "  (GB)",
-             "fits: " + "  ".join(f"{g}: {'yes' if y else 'NO'}" for g, y in ok.items())]
+             "fits (the peak, the black tick, within the GPU's memory): "
+             + "  ".join(f"{g}: {'yes' if y else 'NO'}" for g, y in ok.items())]
     return est, ok, "\n".join(lines)
 
 
@@ -232,6 +233,7 @@ def memory_explorer():
     out = w.Output()
 
     def update(*_):
+        rank.disabled = method.value == "full"  # full fine-tuning has no adapters
         est, _, text = memory_explorer_report(model.value, method.value, batch.value, seq.value, rank.value,
                                               ckpt.value, opt.value)
         fig, _ = plot_memory_breakdown({method.value: est}, gpu_lines=GPUS_GB, title=model.value)

@@ -140,3 +140,34 @@ def test_gpu_peak_within_10_percent(method, B):
     meas = measure_training_memory(model, ids)
     est = estimate_training_memory(shape, method, batch_size=B, seq_len=1024, dtype="bf16", lora_r=16)
     assert abs(est.peak / meas.peak - 1) < 0.10, f"estimate {est.peak} vs max_memory_allocated {meas.peak}"
+
+
+def test_memory_explorer_plot_and_report_are_consistent():
+    """The widget's figure: one labelled line per GPU size, labels apart and beside the bars, legend under them; its text says the fit
+    uses the peak, and the answer agrees with the bar's peak tick; LoRA r is greyed out for full fine-tuning."""
+    import matplotlib.pyplot as plt
+
+    from course_utils import widgets
+    from course_utils.memory import GPUS_GB
+    from course_utils.plotting import plot_memory_breakdown
+
+    est, ok, text = widgets.memory_explorer_report("Qwen/Qwen3-8B", "full", 1, 1024, 16, True, "adamw")
+    assert "fits (the peak" in text and ok == {g: est.peak <= gb * 1e9 for g, gb in GPUS_GB.items()}
+    fig, ax = plot_memory_breakdown({"full": est}, gpu_lines=GPUS_GB)
+    labels = {t.get_text().strip(): t.get_position()[1] for t in ax.texts if "GB" in t.get_text()}
+    assert "A100 80 GB / H100 80 GB" in labels and len(labels) == len(set(GPUS_GB.values())), labels
+    ys = sorted(labels.values())
+    low, high = ax.get_ylim()
+    assert all(b - a >= 0.045 * (high - low) - 1e-9 for a, b in zip(ys, ys[1:])), ys  # 16 and 24 GB do not overlap
+    fig.canvas.draw()
+    legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 < frame.y0 + 1  # the legend sits under the axes, not on a bar
+    assert all(t.get_window_extent().x0 >= frame.x1 - 1 for t in ax.texts if "GB" in t.get_text())  # labels beside it
+    plt.close(fig)
+    w = widgets.memory_explorer()
+    method, rank = w.children[0].children[1], w.children[1].children[2]
+    method.value = "full"
+    assert rank.disabled
+    method.value = "lora"
+    assert not rank.disabled
+    plt.close("all")

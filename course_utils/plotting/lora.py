@@ -12,7 +12,8 @@ _MEMORY_PARTS = ("params", "grads", "optimizer", "activations", "overhead")
 
 def plot_memory_breakdown(breakdowns: dict, *, gpu_lines: dict | None = None, title: str = "", ax=None):
     """Stacked bars (GB) of MemoryBreakdown components, one bar per label, with each bar's peak as a black tick
-    (the parts never all coexist, so the peak is below the top of the stack); optional GPU-size lines."""
+    (the parts never all coexist, so the peak is below the top of the stack); optional GPU-size lines
+    ({name: GB}; GPUs of the same size share one line and label)."""
     if not isinstance(breakdowns, dict) or not breakdowns:
         raise ValueError("breakdowns must be a non-empty dict {label: MemoryBreakdown}")
     fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=max(5.0, 1.3 * len(breakdowns) + 3))
@@ -26,12 +27,23 @@ def plot_memory_breakdown(breakdowns: dict, *, gpu_lines: dict | None = None, ti
     for j, (i, gb) in enumerate(peaks):
         ax.hlines(gb, i - 0.45, i + 0.45, colors="k", lw=1.2, label="peak" if j == 0 else None)
         ax.text(i, gb, f"{gb:.1f}", ha="center", va="bottom", fontsize=8)
+    lines: dict[float, str] = {}  # one line per size, its GPUs named together ("A100 80 GB / H100 80 GB")
     for name, gb in (gpu_lines or {}).items():
+        lines[gb] = f"{lines[gb]} / {name}" if gb in lines else name
+    for gb in lines:
         ax.axhline(gb, ls="--", lw=0.8, color="gray")
-        ax.text(len(labels) - 0.5, gb, f" {name}", va="bottom", ha="right", fontsize=7, color="gray")
+    low, high = ax.get_ylim()
+    last = -float("inf")
+    for gb in sorted(lines):  # labels at least 4.5 % of the axis apart, so near sizes stay readable
+        y = max(gb, last + 0.045 * (high - low))
+        # x in axes units: just right of the plot, where no bar is; y in GB
+        ax.text(1.01, y, lines[gb], transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=7,
+                color="dimgray")
+        last = y
     ax.set_ylabel("GB (1e9 bytes)")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)  # under the axes, never on a bar
+    fig.tight_layout()
     return fig, ax
 
 
