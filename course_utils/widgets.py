@@ -39,9 +39,12 @@ def attention_explorer(model, tokenizer, text: str = "Once upon a time, there wa
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     check_int("max_tokens", max_tokens)
     n_layers, n_heads = model.config.num_hidden_layers, model.config.num_attention_heads
-    box = W.Text(value=text, description="text", layout=W.Layout(width="90%"), continuous_update=False)
-    layer = W.IntSlider(value=0, min=0, max=n_layers - 1, description="layer")
-    head = W.IntSlider(value=0, min=0, max=n_heads - 1, description="head")
+    box = W.Text(value=text, description="text", placeholder="type, then press Enter",
+                 layout=W.Layout(width="95%", min_width="300px"), continuous_update=False)
+    hint = W.HTML("<small>Press Enter to redraw after editing the text. "
+                  "'�' in a label is part of a character the byte-level tokenizer split over several tokens.</small>")
+    layer = W.IntSlider(value=0, min=0, max=n_layers - 1, description="layer", layout=W.Layout(min_width="260px"))
+    head = W.IntSlider(value=0, min=0, max=n_heads - 1, description="head", layout=W.Layout(min_width="260px"))
     out = W.Output()
     cache = {}
 
@@ -62,7 +65,7 @@ def attention_explorer(model, tokenizer, text: str = "Once upon a time, there wa
     for w in (box, layer, head):
         w.observe(callback, names="value")
     callback()
-    return W.VBox([box, W.HBox([layer, head]), out])
+    return W.VBox([box, hint, W.HBox([layer, head], layout=W.Layout(flex_flow="row wrap")), out])
 
 
 # ---- 03 rope_explorer ----
@@ -165,13 +168,17 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, -1].float().cpu()  # (V,) computed once
     vocab = logits.numel()
+    wide = dict(style={"description_width": "initial"}, layout=w.Layout(min_width="280px"))  # labels never cut
+    top_k_options = [0] + [k for k in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500) if k < vocab] + [vocab]
     sliders = {
-        "temperature": w.FloatLogSlider(value=1.0, base=10, min=-2, max=1, step=0.05, description="temperature"),
-        "top_k": w.IntSlider(value=0, min=0, max=vocab + 50, description="top-k (0=off)"),
-        "top_p": w.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.01, description="top-p"),
-        "min_p": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, description="min-p"),
-        "repetition_penalty": w.FloatSlider(value=1.0, min=0.5, max=3.0, step=0.05, description="rep. penalty"),
+        "temperature": w.FloatLogSlider(value=1.0, base=10, min=-2, max=1, step=0.05, description="temperature", **wide),
+        "top_k": w.SelectionSlider(options=top_k_options, value=0, description="top-k (0 = off)", **wide),
+        "top_p": w.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.01, description="top-p", **wide),
+        "min_p": w.FloatSlider(value=0.0, min=0.0, max=1.0, step=0.01, description="min-p", **wide),
+        "repetition_penalty": w.FloatSlider(value=1.0, min=0.5, max=3.0, step=0.05, description="repetition penalty",
+                                            **wide),
     }
+    in_prompt = set(ids[0].tolist())
     out = w.Output()
 
     def update(_=None):
@@ -180,6 +187,10 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30
         fig, _ax = plot_next_token_filter(view, tokenizer, top=top)
         plt.show()
         plt.close(fig)
+        shown = torch.topk(logits, min(top, vocab)).indices.tolist()
+        if not in_prompt.intersection(shown):
+            print(f"None of the {len(shown)} likeliest tokens occurs in the prompt, so the repetition penalty (which acts "
+                  "only on tokens already in the text) cannot change this chart; try a prompt that repeats words.")
         sample = generate(model, ids, max_new_tokens, strategy="sample", temperature=values["temperature"],
                           top_k=values["top_k"], top_p=values["top_p"],
                           min_p=values["min_p"] if values["min_p"] > 0 else None,
@@ -191,7 +202,8 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30
     for s in sliders.values():
         s.observe(callback, names="value")
     callback()
-    return w.VBox([w.HBox(list(sliders.values())[:3]), w.HBox(list(sliders.values())[3:]), out])
+    row = w.Layout(flex_flow="row wrap")  # at 1024 px the sliders wrap instead of shrinking to slivers
+    return w.VBox([w.HBox(list(sliders.values())[:3], layout=row), w.HBox(list(sliders.values())[3:], layout=row), out])
 
 # ---- 06 memory_explorer (issue 7) ----
 

@@ -308,8 +308,10 @@ def test_attention_maps_bad_text():
     model, tok = load_model("course-tiny", device="cpu", attn_implementation="eager")
     with pytest.raises(TypeError, match="text must be a string, got int"):
         A.attention_maps(model, tok, 42)
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match=r"at least one non-space character, got '   '"):
         A.attention_maps(model, tok, "   ")
+    one = A.attention_maps(model, tok, "a")  # one token: said, not an unexplained all-zero grid
+    assert one["weights"].shape[-1] == 1 and "one token attends only to itself" in one["note"]
 
 
 def test_plot_helpers_and_widget():

@@ -225,3 +225,21 @@ def test_bad_generate_args(tiny):
         dec.beam_search(model, ids, 0, 5)
     with pytest.raises(TypeError, match="input_ids must be a LongTensor"):
         dec.generate(model, ids.float(), 5)
+
+
+def test_filter_plot_title_reads_right_at_one_token():
+    """top-k = 1 keeps one token: the title says "1 token" and an entropy of 0, never "-0.00"."""
+    import matplotlib.pyplot as plt
+
+    from course_utils.decoding import filter_view
+    from course_utils.plotting import plot_next_token_filter
+
+    class Tok:
+        def decode(self, ids):
+            return f"t{ids[0]}"
+
+    logits = torch.tensor([5.0, 1.0, 0.5, -2.0])
+    fig, ax = plot_next_token_filter(filter_view(logits, torch.tensor([[3]]), top_k=1), Tok(), top=4)
+    title = ax.get_title()
+    assert "kept 1 token," in title and "-> 0.00 nats" in title and "-0.00" not in title, title
+    plt.close(fig)

@@ -231,15 +231,18 @@ def attention_maps(model, tokenizer, text: str, *, max_tokens: int = 64) -> dict
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
-        raise ValueError("text must contain at least one non-space character, got an empty string")
+        raise ValueError(f"text must contain at least one non-space character, got {text!r}")
     check_int("max_tokens", max_tokens, 2)
     enc = tokenizer(text, return_tensors="pt")
     ids = enc["input_ids"]
     truncated = ids.shape[1] > max_tokens
-    note = ""
+    notes = []
     if truncated:
-        note = f"input has {ids.shape[1]} tokens; showing the first {max_tokens}"
+        notes.append(f"input has {ids.shape[1]} tokens; showing the first {max_tokens}")
         ids = ids[:, :max_tokens]
+    if ids.shape[1] == 1:
+        notes.append("one token attends only to itself: every weight is 1 and every entropy 0")
+    note = "; ".join(notes)
     dev = next(model.parameters()).device
     with torch.no_grad():
         out = model(input_ids=ids.to(dev), output_attentions=True)

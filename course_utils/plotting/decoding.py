@@ -19,8 +19,10 @@ def plot_next_token_filter(view: dict, tokenizer, top: int = 15, ax=None):
     ax.bar([x + 0.2 for x in xs], after[idx].tolist(), width=0.4, color="C0", label="after filtering")
     ax.set_xticks(list(xs), labels, rotation=60, fontsize=8)
     ax.set_ylabel("probability")
-    ax.set_title(f"kept {view['n_kept']} tokens, {view['mass_kept']:.1%} of the mass; "
-                 f"entropy {view['entropy_before']:.2f} -> {view['entropy_after']:.2f} nats", fontsize=9)
+    n = view["n_kept"]
+    entropy = [max(0.0, view[k]) for k in ("entropy_before", "entropy_after")]  # no "-0.00" from rounding
+    ax.set_title(f"kept {n} token{'s' if n != 1 else ''}, {view['mass_kept']:.1%} of the mass; "
+                 f"entropy {entropy[0]:.2f} -> {entropy[1]:.2f} nats", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig, ax
