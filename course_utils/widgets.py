@@ -256,4 +256,8 @@ def memory_explorer():
     for c in (model, method, batch, seq, rank, ckpt, opt):
         c.observe(callback, names="value")
     callback()
-    return w.VBox([w.HBox([model, method]), w.HBox([batch, seq, rank]), w.HBox([ckpt, opt]), out])
+    row = w.Layout(flex_flow="row wrap")  # narrow screens wrap the controls instead of shrinking them
+    for c in (batch, seq, rank):
+        c.layout.min_width = "260px"
+    return w.VBox([w.HBox([model, method], layout=row), w.HBox([batch, seq, rank], layout=row),
+                   w.HBox([ckpt, opt], layout=row), out])
