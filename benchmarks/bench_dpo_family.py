@@ -76,7 +76,8 @@ def measure(policy, ref, tok, held_tasks, held_examples, beta, start_correct) ->
             "sampled_kl": kl["kl"], "sampled_kl_se": kl["se"], "sampled_tokens": kl["mean_tokens"]}
 
 
-def run(name, cfg_kw, model, tok, examples, train_tasks, ctx, online=False) -> dict:
+def start(cfg_kw, model, tok, examples, train_tasks, online):
+    """(policy, reference, whether the method uses it, loss_fn, batch_fn) for one run from the SFT weights."""
     ref = dpo.frozen_copy(model)
     policy = dpo.frozen_copy(model).requires_grad_(True)
     pcfg = dpo.PreferenceConfig(**cfg_kw)
@@ -84,6 +85,11 @@ def run(name, cfg_kw, model, tok, examples, train_tasks, ctx, online=False) -> d
     loss_fn = dpo.make_loss_fn(pcfg, ref if needs_ref else None)
     batch_fn = (dpo.make_online_pair_batch_fn(policy, tok, train_tasks, BATCH, group_size=4, seed=0) if online
                 else dpo.make_pair_batch_fn(examples, BATCH, tok.pad_token_id, seed=0))
+    return policy, ref, needs_ref, loss_fn, batch_fn
+
+
+def run(name, cfg_kw, model, tok, examples, train_tasks, ctx, online=False) -> dict:
+    policy, ref, needs_ref, loss_fn, batch_fn = start(cfg_kw, model, tok, examples, train_tasks, online)
     tcfg = TrainConfig(steps=STEPS, lr=LR, warmup=15, seed=0, checkpoint_dir=tempfile.mkdtemp(prefix="bench_dpo_"))
     result, curve = dpo.train_and_track(policy, tok, loss_fn, batch_fn, tcfg, ctx["held_tasks"], every=30)
     row = {"config": cfg_kw, "online": online, "seconds_per_step": result.seconds / STEPS,
@@ -99,12 +105,7 @@ def run(name, cfg_kw, model, tok, examples, train_tasks, ctx, online=False) -> d
 
 def time_steps(cfg_kw, model, tok, examples, train_tasks, online=False, steps=40) -> float:
     """Seconds per training step of one method (after 2 warm-up steps), on the same batches."""
-    ref = dpo.frozen_copy(model)
-    policy = dpo.frozen_copy(model).requires_grad_(True)
-    pcfg = dpo.PreferenceConfig(**cfg_kw)
-    loss_fn = dpo.make_loss_fn(pcfg, ref if dpo.needs_reference(pcfg.method) else None)
-    batch_fn = (dpo.make_online_pair_batch_fn(policy, tok, train_tasks, BATCH, group_size=4, seed=0) if online
-                else dpo.make_pair_batch_fn(examples, BATCH, tok.pad_token_id, seed=0))
+    policy, _, _, loss_fn, batch_fn = start(cfg_kw, model, tok, examples, train_tasks, online)
     train(policy, loss_fn, batch_fn, TrainConfig(steps=2, lr=LR, warmup=1))
     return train(policy, loss_fn, batch_fn, TrainConfig(steps=steps, lr=LR, warmup=1)).seconds / steps
 
