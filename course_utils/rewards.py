@@ -11,6 +11,7 @@ A completion is a string, or a chat reply [{"role": "assistant", "content": "...
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Callable, Sequence
 
@@ -87,9 +88,30 @@ def digits_reward(completions: Sequence, answer: Sequence[str], **kwargs) -> lis
     return out
 
 
+def random_reward(completions: Sequence, prompts: Sequence[str], **kwargs) -> list[float]:
+    """A control that carries no information: 1.0 or 0.0 with probability 1/2 each, whatever the reply says.
+
+    Drawn from a hash of (prompt, reply, how many identical replies came before it in this batch), so every sample
+    gets its own coin flip and a resumed run sees the same coins (Shao et al. 2025, "Spurious rewards").
+    """
+    _check_columns(completions, prompts=prompts)
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for c, p in zip(completions, prompts):
+        key = (str(p), completion_text(c))
+        seen[key] = seen.get(key, -1) + 1
+        digest = hashlib.blake2b(f"{key[0]}\x00{key[1]}\x00{seen[key]}".encode(), digest_size=8).digest()
+        out.append(float(digest[0] & 1))
+    return out
+
+
 # Variants as a dict of functions with one signature; the total reward is their (weighted) sum, as in TRL.
 REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {"format": format_reward, "accuracy": accuracy_reward}
 ALL_REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {**REWARD_FUNCS, "digits": digits_reward}
+# The reward sets the GRPO lab can train with: the verifier's (with or without partial credit) and two controls.
+REWARD_SETS: dict[str, dict[str, Callable[..., list[float]]]] = {
+    "default": REWARD_FUNCS, "all": ALL_REWARD_FUNCS, "format_only": {"format": format_reward},
+    "random": {"random": random_reward}}
 
 
 def score_completions(completions: Sequence, tasks: Sequence[Task], reward_funcs: dict | None = None) -> dict[str, torch.Tensor]:

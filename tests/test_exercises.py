@@ -92,3 +92,14 @@ def test_pair_loss_hints(check, fn, expected, capsys):
     getattr(cu.exercises, check)(fn)
     out = capsys.readouterr().out
     assert expected in out, out
+
+
+@pytest.mark.parametrize("fn, expected", [
+    (lambda r, G: (r.view(-1, G) != r.view(-1, G)[:, :1]).any(1), "PASS"),
+    (lambda r, G: r.view(-1, G).std(1) > 1e-3, "a small spread still counts"),  # a tolerance drops real signal
+    (lambda r, G: (r.view(-1, G) != r.view(-1, G)[:, :1]).any(1).repeat_interleave(G), "one entry per group"),
+])
+def test_informative_groups_hints(fn, expected, capsys):
+    cu.exercises.check_informative_groups(fn)
+    out = capsys.readouterr().out
+    assert expected in out, out

@@ -169,3 +169,20 @@ def test_dpo_script_other_methods_finish_and_resume_like_an_uninterrupted_run(me
     assert len(copies) == (3 if dpo_lab.dpo.needs_reference(method) else 0), copies
     assert {"acc", "margin", "logp_chosen", "logp_rejected"} <= set(full["metrics"][-1])
     assert ("dpo_acc" in full["held_out"]) == (method == "ipo"), full["held_out"]  # no reference: no DPO reward
+
+
+def test_grpo_script_passes_dapo_options_and_control_rewards(tmp_path):
+    """The lab's DAPO / Dr. GRPO keys reach grpo.train_grpo, and a control reward set replaces the verifier."""
+    config = LABS["grpo"][1]
+    kw = dict(steps=2, save_every=1, log_every=0, rewards="format_only", loss_type="dapo", clip_eps_high=0.28,
+              dynamic_sampling=True, overlong_buffer=4, mask_truncated_completions=True, beta=0.0)
+    out = grpo_lab.run(grpo_lab.load_config(config, out_dir=str(tmp_path / "run"), **kw), resume=False)
+    rows = [h for h in out["history"] if "loss" in h]
+    assert len(rows) == 2 and out["config"]["loss_type"] == "dapo"
+    for h in rows:
+        assert {"reward_format", "reward_overlong", "kept_groups", "sampled_groups"} <= set(h), h
+        assert "reward_accuracy" not in h and h["sampled_groups"] >= 2, h
+    with pytest.raises(ValueError, match=r"rewards must be one of \['default', 'all', 'format_only', 'random'\]"):
+        grpo_lab.load_config(None, rewards="verifier")
+    with pytest.raises(ValueError, match="cfg.loss_type must be one of"):
+        grpo_lab.load_config(None, loss_type="ppo")

@@ -18,4 +18,4 @@ from .lora import check_dequantize_nf4, check_lora_forward, check_lora_param_cou
 from .sft import check_label_masking, check_sft_loss, check_packed_mask  # noqa: F401
 from .dpo import (check_completion_logprob, check_dpo_loss, check_group_pairs, check_ipo_loss,  # noqa: F401
                   check_simpo_loss)
-from .grpo import check_group_advantages, check_k3_kl, check_clipped_surrogate  # noqa: F401
+from .grpo import check_group_advantages, check_k3_kl, check_clipped_surrogate, check_informative_groups  # noqa: F401

@@ -1,4 +1,4 @@
-"""Lecture 09 (GRPO lab) exercise checks: group advantages, k3 KL, clipped surrogate."""
+"""Lecture 09 (GRPO lab) exercise checks: group advantages, k3 KL, clipped surrogate, dynamic sampling's filter."""
 
 from __future__ import annotations
 
@@ -65,3 +65,25 @@ def check_clipped_surrogate(clipped_surrogate: Callable, trials: int = 4) -> Non
                 return problem + f" (clip_eps={eps}; advantages are per sequence: broadcast them over tokens)"
         return None
     return run_check("clipped surrogate", trial)
+
+
+def check_informative_groups(informative_groups: Callable, trials: int = 5) -> None:
+    """informative_groups(rewards (N,), group_size) -> (N / G,) bool: True where a group's rewards are not all equal."""
+    def trial():
+        gen = torch.Generator().manual_seed(912)
+        for t in range(trials):
+            G, n_groups = (2, 4, 8, 3, 5)[t % 5], 2 + t
+            r = torch.randint(0, 2, (n_groups * G,), generator=gen).to(torch.float32) * (0.5 if t == 3 else 1.0)
+            r[:G] = 1.0  # an all-right group
+            r[G:2 * G] = torch.linspace(0.1, 0.1 + 1e-6, G)  # rewards that differ only a little: still informative
+            expected = torch.tensor([len(set(g.tolist())) > 1 for g in r.view(n_groups, G)])
+            got = call(informative_groups, r.clone(), G)
+            if isinstance(got, torch.Tensor) and got.dtype != torch.bool:
+                return f"informative_groups should return a bool tensor, got dtype {got.dtype}"
+            problem = compare("informative_groups(rewards, G)", got, expected)
+            if problem:
+                hint = (" (one entry per group, not per completion)" if isinstance(got, torch.Tensor)
+                        and got.numel() == r.numel() else " (compare each reward with its group's first; a small spread still counts)")
+                return problem + f" for G={G}, rewards {r.tolist()}" + hint
+        return None
+    return run_check("dynamic sampling filter", trial)

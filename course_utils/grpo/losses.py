@@ -1,5 +1,6 @@
 """The GRPO loss, piece by piece: group advantages, the clipped surrogate, the k3 KL, how per-token losses are
-aggregated (grpo / bnpo / dr_grpo), and the per-token gradient weight that shows the length bias.
+aggregated (grpo / bnpo / dapo / dr_grpo), the per-token gradient weight that shows the length bias, and DAPO's
+batch-shaping pieces (dynamic sampling's group filter, the soft overlong penalty, masking truncated completions).
 
 Shapes: N = prompts x group_size completions, C = completion length (padded), G = group_size.
 """
@@ -68,6 +69,17 @@ def _agg_bnpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length
     return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def _agg_dapo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int,
+              num_items_in_batch: float | None = None) -> torch.Tensor:
+    """Sum over tokens / tokens in the whole generation batch (DAPO, Yu et al. 2025; trl's default loss_type).
+
+    Equal to "bnpo" when the batch is one micro-batch; under gradient accumulation "bnpo" divides each micro-batch
+    by its own token count, "dapo" every micro-batch by the same `num_items_in_batch`, so each token weighs the same.
+    """
+    n = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=per_token.dtype)
+    return (per_token * mask).sum() / n.clamp(min=1.0)
+
+
 def _agg_dr_grpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int) -> torch.Tensor:
     """Sum over all tokens / (N · max_completion_length): a constant, so no length-dependent weight (Dr. GRPO)."""
     return (per_token * mask).sum() / (per_token.shape[0] * max_completion_length)
@@ -75,19 +87,21 @@ def _agg_dr_grpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_len
 
 # How per-token losses (N, C) become one number; one signature, chosen by loss_type.
 LOSS_AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
-    "grpo": _agg_grpo, "bnpo": _agg_bnpo, "dr_grpo": _agg_dr_grpo,
+    "grpo": _agg_grpo, "bnpo": _agg_bnpo, "dapo": _agg_dapo, "dr_grpo": _agg_dr_grpo,
 }
 
 
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, ref_logps: torch.Tensor | None,
               advantages: torch.Tensor, completion_mask: torch.Tensor, clip_eps: float = 0.2, beta: float = 0.04,
               loss_type: str = "grpo", *, max_completion_length: int | None = None, clip_eps_high: float | None = None,
-              return_stats: bool = False):
+              num_items_in_batch: float | None = None, return_stats: bool = False):
     """The GRPO loss, same value as trl's GRPOTrainer (token-level ratio): aggregate(clipped_surrogate + β·k3_kl).
 
     logps, old_logps, ref_logps, completion_mask: (N, C); advantages (N,). old_logps None = logps.detach()
-    (one optimization step per batch); ref_logps may be None only when beta == 0.
-    max_completion_length: the "dr_grpo" constant (default C). return_stats: also a dict of floats (kl, clip_frac, ...).
+    (one optimization step per batch); ref_logps may be None only when beta == 0. clip_eps_high: DAPO's
+    clip-higher upper range (trl: epsilon_high; None = clip_eps). max_completion_length: the "dr_grpo" constant
+    (default C). num_items_in_batch: the "dapo" token count of the whole generation batch (default: this batch's).
+    return_stats: also a dict of floats (kl, clip_frac, ...).
     """
     check_tensor("logps", logps, dims=2)
     check_tensor("completion_mask", completion_mask, dims=2)
@@ -118,7 +132,10 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, ref_logps: to
     kl = k3_kl(logps, ref_logps) if beta > 0 else None
     if kl is not None:
         per_token = per_token + beta * kl
-    loss = LOSS_AGGREGATIONS[loss_type](per_token, mask, L)
+    if loss_type == "dapo":
+        loss = _agg_dapo(per_token, mask, L, num_items_in_batch)
+    else:
+        loss = LOSS_AGGREGATIONS[loss_type](per_token, mask, L)
     if not return_stats:
         return loss
     with torch.no_grad():
@@ -149,3 +166,39 @@ def token_gradient_weights(lengths: Sequence[int], advantages: Sequence[float], 
                      loss_type=loss_type, max_completion_length=max_completion_length)
     (grad,) = torch.autograd.grad(loss, logps)
     return grad
+
+
+def informative_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """DAPO's dynamic-sampling filter: True for each group whose rewards are not all equal; (N,) -> (N / G,) bool.
+
+    A group with equal rewards has zero advantage everywhere, so it adds no gradient, only tokens to the average.
+    """
+    check_tensor("rewards", rewards, dims=1)
+    check_int("group_size", group_size, 2, allowed="an int >= 2 (a group of one has no baseline)")
+    if rewards.numel() % group_size:
+        raise ValueError(f"group_size={group_size} must divide the number of rewards, got {rewards.numel()} rewards")
+    grouped = rewards.view(-1, group_size)  # (N/G, G)
+    return (grouped != grouped[:, :1]).any(dim=1)
+
+
+def overlong_penalty(lengths: Sequence[int], max_completion_length: int, buffer: int) -> list[float]:
+    """DAPO's soft overlong punishment (Eq. 13): 0 up to L_max - buffer tokens, then falling linearly to -1 at L_max,
+    -1 beyond. Same values as trl.rewards.get_soft_overlong_punishment(L_max, buffer); lengths (N,) -> N floats."""
+    check_int("max_completion_length", max_completion_length)
+    check_int("buffer", buffer, 0, max_completion_length - 1, allowed=f"an int in [0, max_completion_length - 1 = "
+              f"{max_completion_length - 1}] (0 = a hard -1 past the limit)")
+    start = max_completion_length - buffer
+    lengths = lengths.tolist() if isinstance(lengths, torch.Tensor) else list(lengths)
+    for i, n in enumerate(lengths):
+        check_int(f"lengths[{i}]", n, 0)
+    return [0.0 if n <= start else -1.0 if n > max_completion_length else (start - n) / buffer for n in lengths]
+
+
+def mask_truncated(completion_mask: torch.Tensor, stopped: torch.Tensor) -> torch.Tensor:
+    """Zero the loss mask of completions that hit the length limit without a stop token (trl's
+    mask_truncated_completions): a cut-off reply is not evidence that its tokens were bad. (N, C), (N,) bool -> (N, C)."""
+    check_tensor("completion_mask", completion_mask, dims=2)
+    check_tensor("stopped", stopped, dims=1)
+    if stopped.shape[0] != completion_mask.shape[0]:
+        raise ValueError(f"stopped must have one entry per completion ({completion_mask.shape[0]}), got {stopped.shape[0]}")
+    return completion_mask * stopped.to(completion_mask.device, torch.bool).unsqueeze(1).to(completion_mask.dtype)

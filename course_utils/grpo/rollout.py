@@ -54,6 +54,31 @@ class Rollout:
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(1)  # (N,)
 
+    def select(self, rows) -> "Rollout":
+        """The rollout restricted to `rows` (a bool mask (N,), an index tensor or a slice)."""
+        idx = torch.arange(len(self.texts))[rows]
+        dev = self.prompt_ids.device
+        return Rollout(self.prompt_ids[idx.to(dev)], self.prompt_mask[idx.to(dev)], self.completion_ids[idx.to(dev)],
+                       self.completion_mask[idx.to(dev)], [self.texts[i] for i in idx.tolist()], self.stopped[idx])
+
+
+def concat_rollouts(rollouts: Sequence[Rollout], pad_id: int) -> Rollout:
+    """Rollouts stacked row-wise: prompts left-padded and completions right-padded to the longest."""
+    if not rollouts:
+        raise ValueError("rollouts must be a non-empty list of Rollout")
+    P = max(r.prompt_ids.shape[1] for r in rollouts)
+    C = max(r.completion_ids.shape[1] for r in rollouts)
+
+    def pad(t, width, value, left):
+        n = width - t.shape[1]
+        return torch.nn.functional.pad(t, (n, 0) if left else (0, n), value=value)
+
+    return Rollout(torch.cat([pad(r.prompt_ids, P, pad_id, True) for r in rollouts]),
+                   torch.cat([pad(r.prompt_mask, P, 0, True) for r in rollouts]),
+                   torch.cat([pad(r.completion_ids, C, pad_id, False) for r in rollouts]),
+                   torch.cat([pad(r.completion_mask, C, 0, False) for r in rollouts]),
+                   [t for r in rollouts for t in r.texts], torch.cat([r.stopped for r in rollouts]))
+
 
 def chat_prompt(tokenizer, prompt: str) -> str:
     """The user turn rendered with the chat template, ending where the assistant's reply starts."""

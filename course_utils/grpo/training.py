@@ -1,5 +1,6 @@
 """The GRPO loop: sample a group per prompt, score it with the reward functions, group advantages, then
-num_iterations clipped steps; with checkpoints and resume. Also the GPU plan of one round on a hub model."""
+num_iterations clipped steps; with checkpoints and resume, and DAPO's options (clip-higher, dynamic sampling, token-level
+loss, overlong penalty) and Dr. GRPO's (no std scaling, constant normalizer). Also the GPU plan of one round."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from ..checks import check_choice, check_int, check_items, check_number
 from ..data import Task
 from ..rewards import REWARD_FUNCS, score_completions
 from .evaluate import evaluate_policy
-from .losses import LOSS_AGGREGATIONS, grpo_loss, group_advantages
-from .rollout import completion_logprobs, sample_completions
+from .losses import LOSS_AGGREGATIONS, group_advantages, grpo_loss, informative_groups, mask_truncated, overlong_penalty
+from .rollout import Rollout, completion_logprobs, concat_rollouts, sample_completions
 
 
 @dataclass
@@ -31,9 +32,14 @@ class GRPOConfig:
     lr: float = 5e-5  # constant AdamW learning rate (3e-4 made held-out accuracy fall on course-tiny-sft)
     num_iterations: int = 2  # optimizer steps per sampled batch (μ); from the 2nd on the ratio differs from 1
     clip_eps: float = 0.2  # PPO clip range ε (trl: epsilon)
+    clip_eps_high: float | None = None  # DAPO's clip-higher upper range, e.g. 0.28 (trl: epsilon_high; None = clip_eps)
     beta: float = 0.04  # weight of the k3 KL to the reference model (0 = no reference model needed)
-    loss_type: str = "grpo"  # "grpo" | "bnpo" | "dr_grpo"
+    loss_type: str = "grpo"  # "grpo" | "bnpo" | "dapo" | "dr_grpo"
     scale_rewards: bool = True  # divide by the group std (False = Dr. GRPO)
+    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal, sample more prompts to refill
+    max_sampling_draws: int = 3  # with dynamic_sampling: at most this many draws of prompts_per_step prompts a round
+    mask_truncated_completions: bool = False  # no loss on replies cut off at max_new_tokens (as trl's option)
+    overlong_buffer: int = 0  # DAPO's soft overlong penalty over the last N tokens of the budget (0 = off)
     grad_clip: float | None = 1.0  # max global grad norm
     eval_every: int = 10  # greedy held-out accuracy every N rounds (0 = never)
     save_every: int = 0  # checkpoint every N rounds (needs checkpoint_dir)
@@ -58,8 +64,11 @@ class GRPOResult:
 def _check_config(cfg: GRPOConfig) -> None:
     if not isinstance(cfg, GRPOConfig):
         raise TypeError(f"cfg must be a GRPOConfig, got {type(cfg).__name__}")
-    for name in ("steps", "prompts_per_step", "max_new_tokens", "num_iterations"):
+    for name in ("steps", "prompts_per_step", "max_new_tokens", "num_iterations", "max_sampling_draws"):
         check_int(f"cfg.{name}", getattr(cfg, name))
+    check_int("cfg.overlong_buffer", cfg.overlong_buffer, 0, cfg.max_new_tokens - 1)
+    if cfg.clip_eps_high is not None:
+        check_number("cfg.clip_eps_high", cfg.clip_eps_high, cfg.clip_eps, allowed=f"None or a number >= cfg.clip_eps = {cfg.clip_eps}")
     check_int("cfg.group_size", cfg.group_size, 2)
     check_number("cfg.lr", cfg.lr, 0, low_open=True)
     check_number("cfg.temperature", cfg.temperature, 0, low_open=True)
@@ -106,23 +115,21 @@ def train_grpo(model, tokenizer, tasks: Sequence[Task], cfg: GRPOConfig, *, ref_
     for step in range(start, end):
         t_round = time.time()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        batch = [tasks[i] for i in torch.randint(len(tasks), (P,), generator=gen).tolist()]
-        ro = sample_completions(model, tokenizer, [t.prompt for t in batch], G, cfg.max_new_tokens,
-                                temperature=cfg.temperature, generator=gen)
-        group_tasks = [t for t in batch for _ in range(G)]
-        rewards = score_completions(ro.texts, group_tasks, funcs)  # {name: (N,)}
+        ro, rewards, sampled = _sample_round(model, tokenizer, tasks, cfg, funcs, gen)
         total = torch.stack(list(rewards.values())).sum(0)  # (N,)
         dev = ro.completion_ids.device
         adv = group_advantages(total, G, scale=cfg.scale_rewards).to(dev)  # (N,)
         ids, am, C = ro.input_ids, ro.attention_mask, ro.completion_ids.shape[1]
+        loss_mask = mask_truncated(ro.completion_mask, ro.stopped) if cfg.mask_truncated_completions else ro.completion_mask
         with torch.no_grad():
             old = completion_logprobs(model, ids, am, C, temperature=cfg.temperature) if cfg.num_iterations > 1 else None
             ref = completion_logprobs(ref_model, ids, am, C, temperature=cfg.temperature) if cfg.beta > 0 else None
         model.train()
         for _ in range(cfg.num_iterations):
             logps, ent = completion_logprobs(model, ids, am, C, temperature=cfg.temperature, with_entropy=True)
-            loss, stats = grpo_loss(logps, old, ref, adv, ro.completion_mask, cfg.clip_eps, cfg.beta, cfg.loss_type,
-                                    max_completion_length=cfg.max_new_tokens, return_stats=True)
+            loss, stats = grpo_loss(logps, old, ref, adv, loss_mask, cfg.clip_eps, cfg.beta, cfg.loss_type,
+                                    max_completion_length=cfg.max_new_tokens, clip_eps_high=cfg.clip_eps_high,
+                                    return_stats=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
@@ -132,11 +139,16 @@ def train_grpo(model, tokenizer, tasks: Sequence[Task], cfg: GRPOConfig, *, ref_
         m = ro.completion_mask.float()
         row = {"step": step + 1, "loss": float(loss.detach()), "reward": float(total.mean()),
                **{f"reward_{k}": float(v.mean()) for k, v in rewards.items()},
-               "reward_std": float(total.view(-1, G).std(1).mean()),
-               "zero_std_frac": float((total.view(-1, G).std(1) == 0).float().mean()),
+               "reward_std": float(total.view(-1, G).std(1).mean()), **sampled,
                "length": float(ro.lengths.float().mean()),
+               "truncated_frac": float((~ro.stopped).float().mean()),
                "entropy": float((ent.detach() * m).sum() / m.sum()), **stats,
                "seconds": time.time() - t_round}
+        if "accuracy" in rewards:  # lengths of right and wrong replies: what the length bias acts on
+            right = (rewards["accuracy"] > 0).to(dev)
+            for name, rows in (("length_right", right), ("length_wrong", ~right)):
+                if rows.any():
+                    row[name] = float(ro.lengths[rows].float().mean())
         out_of_time = cfg.max_seconds is not None and time.time() - t0 > cfg.max_seconds
         if eval_tasks and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == end or out_of_time):
             ev = evaluate_policy(model, tokenizer, eval_tasks, max_new_tokens=cfg.max_new_tokens)
@@ -155,6 +167,40 @@ def train_grpo(model, tokenizer, tasks: Sequence[Task], cfg: GRPOConfig, *, ref_
             break
     result.seconds = time.time() - t0
     return result
+
+
+def _sample_round(model, tokenizer, tasks: Sequence[Task], cfg: GRPOConfig, funcs: dict, gen: torch.Generator):
+    """One round's batch: prompts_per_step prompts x group_size samples, scored (+ the overlong penalty if on).
+
+    With cfg.dynamic_sampling, groups whose rewards are all equal are dropped and more prompts are drawn (at most
+    cfg.max_sampling_draws draws) until prompts_per_step groups remain (DAPO); if none remain, the last draw is kept.
+    Returns (rollout, {reward name: (N,)}, counts for the log).
+    """
+    G, P = cfg.group_size, cfg.prompts_per_step
+    kept: list[tuple[Rollout, dict]] = []
+    n_groups = n_zero = 0
+    for _ in range(cfg.max_sampling_draws if cfg.dynamic_sampling else 1):
+        batch = [tasks[i] for i in torch.randint(len(tasks), (P,), generator=gen).tolist()]
+        ro = sample_completions(model, tokenizer, [t.prompt for t in batch], G, cfg.max_new_tokens,
+                                temperature=cfg.temperature, generator=gen)
+        rewards = score_completions(ro.texts, [t for t in batch for _ in range(G)], funcs)  # {name: (N,)}
+        if cfg.overlong_buffer:
+            rewards["overlong"] = torch.tensor(overlong_penalty(ro.lengths, cfg.max_new_tokens, cfg.overlong_buffer))
+        informative = informative_groups(torch.stack(list(rewards.values())).sum(0), G)  # (P,)
+        n_groups, n_zero = n_groups + P, n_zero + int((~informative).sum())
+        if not cfg.dynamic_sampling:
+            kept.append((ro, rewards))
+            break
+        rows = informative.repeat_interleave(G)  # (N,)
+        if rows.any():
+            kept.append((ro.select(rows), {k: v[rows] for k, v in rewards.items()}))
+        if sum(len(r.texts) for r, _ in kept) >= P * G:
+            break
+    if not kept:
+        kept.append((ro, rewards))
+    ro = concat_rollouts([r for r, _ in kept], tokenizer.pad_token_id).select(slice(0, P * G))
+    rewards = {k: torch.cat([rw[k] for _, rw in kept])[:P * G] for k in kept[0][1]}
+    return ro, rewards, {"zero_std_frac": n_zero / n_groups, "sampled_groups": n_groups, "kept_groups": len(ro.texts) // G}
 
 
 def gpu_plan(model_id: str = "Qwen/Qwen3-0.6B", *, prompts_per_step: int = 8, group_size: int = 8,

@@ -2,6 +2,10 @@
 
     python -m course_utils.labs.grpo --config configs/grpo_ci.json
 
+Controls and variants are config keys: "rewards": "random" or "format_only" (rewards that say nothing about the
+answer); DAPO: "loss_type": "dapo", "clip_eps_high": 0.28, "dynamic_sampling": true, "overlong_buffer": 8, "beta": 0;
+Dr. GRPO: "loss_type": "dr_grpo", "scale_rewards": false.
+
 One process only: our GRPO loop samples and trains in the same process. For several GPUs use trl's GRPOTrainer
 under `accelerate launch` (configs/accelerate/README.md), which shards generation and training.
 The policy starts from `model` (by default the SFT checkpoint data/course-tiny-sft, as in notebook 09); the KL
@@ -21,11 +25,9 @@ from pathlib import Path
 from .. import grpo
 from ..checks import check_choice
 from ..data import make_eval_tasks, make_tasks
-from ..rewards import ALL_REWARD_FUNCS, REWARD_FUNCS
+from ..rewards import REWARD_SETS
 from ..train import _prune
 from .common import check_families, init_distributed, lab_main, process_device, read_config, resolve_model
-
-REWARD_SETS = {"default": REWARD_FUNCS, "all": ALL_REWARD_FUNCS}  # "all" adds the partial-credit digits reward
 
 
 @dataclass
@@ -36,7 +38,7 @@ class GRPOLabConfig:
     families: list[str] = field(default_factory=lambda: ["addition"])  # task families to train on
     n_train: int = 4000  # training tasks (train split)
     eval_per_family: int = 0  # held-out tasks per family for greedy accuracy (0 = skip)
-    rewards: str = "all"  # "default" (format + accuracy) | "all" (+ digits partial credit)
+    rewards: str = "all"  # "default" (format + accuracy) | "all" (+ digits) | controls: "format_only" | "random"
     steps: int = 100  # generation rounds
     prompts_per_step: int = 8
     group_size: int = 8
@@ -45,9 +47,13 @@ class GRPOLabConfig:
     lr: float = 5e-5  # 3e-4 made held-out accuracy fall on course-tiny-sft
     num_iterations: int = 2
     clip_eps: float = 0.2
+    clip_eps_high: float | None = None  # DAPO's clip-higher, e.g. 0.28
     beta: float = 0.04
-    loss_type: str = "grpo"
-    scale_rewards: bool = True
+    loss_type: str = "grpo"  # "grpo" | "bnpo" | "dapo" | "dr_grpo"
+    scale_rewards: bool = True  # False with loss_type "dr_grpo" is Dr. GRPO
+    dynamic_sampling: bool = False  # DAPO: drop groups with equal rewards and refill
+    mask_truncated_completions: bool = False
+    overlong_buffer: int = 0  # DAPO's soft overlong penalty over the last N tokens (0 = off)
     eval_every: int = 0  # greedy held-out accuracy every N rounds (needs eval_per_family)
     out_dir: str = "runs/grpo"  # checkpoints/, history.json and final/ go here
     save_every: int = 25  # checkpoint every N rounds (the last round is always saved)
@@ -60,7 +66,8 @@ class GRPOLabConfig:
 
 
 _GRPO_FIELDS = ("steps", "prompts_per_step", "group_size", "max_new_tokens", "temperature", "lr", "num_iterations",
-                "clip_eps", "beta", "loss_type", "scale_rewards", "eval_every", "seed")
+                "clip_eps", "clip_eps_high", "beta", "loss_type", "scale_rewards", "dynamic_sampling",
+                "mask_truncated_completions", "overlong_buffer", "eval_every", "seed")
 
 
 def load_config(path: str | os.PathLike | None, **overrides) -> GRPOLabConfig:

@@ -19,4 +19,5 @@ from .lora import plot_memory_breakdown, plot_peft_methods, plot_quant_error, pl
 from .sft import plot_accuracy_curves, plot_attention_mask, plot_family_accuracy, plot_loss_curves  # noqa: F401
 from .dpo import (plot_accuracy_during_training, plot_beta_sweep, plot_family, plot_preference_runs,  # noqa: F401
                   plot_token_logp_change)
-from .grpo import plot_grpo_history, plot_reward_curves, plot_token_weights, plot_test_time_compute  # noqa: F401
+from .grpo import (live_history, plot_grpo_history, plot_pass_at_k, plot_reward_curves, plot_runs,  # noqa: F401
+                   plot_token_weights)

@@ -1,9 +1,11 @@
-"""Lecture 09 (GRPO lab) plots: per-round history, reward curves, per-token gradient weights, test-time compute."""
+"""Lecture 09 (GRPO lab) plots: per-round history (also live during training), reward curves, per-token gradient
+weights, pass@k curves, and runs side by side (controls, DAPO / Dr. GRPO ablations)."""
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import NullFormatter, ScalarFormatter
+from matplotlib.ticker import NullFormatter
 
 from .figure import new_figure
 
@@ -71,22 +73,91 @@ def plot_token_weights(weights: dict, lengths, advantages):
     return fig, ax
 
 
-def plot_test_time_compute(rows: list):
-    """Accuracy vs generated tokens per problem (log x), one labelled point per method: rows of {name, tokens, acc}."""
-    if not rows:
-        raise ValueError("rows must be a non-empty list of dicts with name, tokens, acc")
-    fig, ax = new_figure(width=5.5, height=3.5)
-    for i, r in enumerate(rows):  # labels alternate above and below so points at the same x stay readable
-        ax.scatter(r["tokens"], r["acc"], s=40)
-        ax.annotate(r["name"], (r["tokens"], r["acc"]), textcoords="offset points", xytext=(5, 4 if i % 2 else -10),
-                    fontsize=7)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+def live_history(every: int = 5, *, last: int | None = None, title: str = ""):
+    """A train_grpo callback that redraws plot_grpo_history every `every` rounds (and at round `last`) in one output
+    area, so a notebook keeps a single, updating figure (the stored notebook holds the last frame). Outside a
+    notebook it does nothing."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # no IPython: nothing to draw into
+        get_ipython = None
+    history, handle = [], None
+
+    def callback(row: dict) -> None:
+        nonlocal handle
+        history.append(row)
+        if get_ipython is None or get_ipython() is None or (row["step"] % every and row["step"] != last):
+            return
+        fig, _ = plot_grpo_history(history, title=f"{title} (live, round {row['step']})".strip())
+        if handle is None:
+            handle = display(fig, display_id=True)
+        else:
+            handle.update(fig)
+        plt.close(fig)
+
+    return callback
+
+
+def plot_pass_at_k(curves: dict, ks, *, majority: dict | None = None, title: str = ""):
+    """pass@k (unbiased, mean ± 1.96 SE band over problems) per model against k (log 2 axis); majority@k dashed.
+
+    curves: {model name: [(mean, se) for each k]} (grpo.pass_at_k_curve); majority: {model name: [acc for each k]}.
+    """
+    if not curves:
+        raise ValueError("curves must be a non-empty dict model name -> [(mean, se), ...]")
+    fig, ax = new_figure(width=5.5, height=3.6)
+    for i, (name, pts) in enumerate(curves.items()):
+        mean = np.array([m for m, _ in pts])
+        se = np.array([s for _, s in pts])
+        color = f"C{i}"
+        ax.plot(ks, mean, "o-", ms=3, color=color, label=f"pass@k, {name}")
+        ax.fill_between(ks, mean - 1.96 * se, np.minimum(1.0, mean + 1.96 * se), color=color, alpha=0.2, lw=0)
+        if majority and name in majority:
+            ax.plot(ks, majority[name], "s--", ms=3, color=color, label=f"majority@k, {name}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(ks), [str(k) for k in ks])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    tokens = [r["tokens"] for r in rows]
-    ax.set_xticks([n for n in (10, 25, 50, 100, 200, 400, 800, 1600) if min(tokens) / 2 <= n <= 2 * max(tokens)])
-    ax.set_xlabel("generated tokens per problem (log scale)")
-    ax.set_ylabel("held-out accuracy")
-    ax.set_ylim(max(0.0, min(r["acc"] for r in rows) - 0.08), 1.0)
-    ax.set_title("accuracy vs generated tokens per problem")
+    ax.set_xlabel("k (samples per problem, T = 1)")
+    ax.set_ylabel("share of held-out problems")
+    ax.set_title(title or "pass@k: solved by at least one of k samples (band: 95 %)")
+    ax.legend(fontsize=7, loc="lower right")
     return fig, ax
+
+
+def _moving_average(y, window: int):
+    y = np.asarray(y, dtype=float)
+    if window <= 1 or len(y) < window:
+        return y
+    return np.convolve(y, np.ones(window) / window, mode="valid")
+
+
+def plot_runs(runs: dict, panels: list, *, window: int = 10, title: str = ""):
+    """Runs side by side, one panel per (metric key, panel title): "eval:<key>" plots a held-out evaluation
+    (points at each evaluation), any other key a per-round metric as a `window`-round moving average.
+
+    runs: {label: {"history": [per-round dicts], "eval": [{"step", <key>...}]}} (benchmarks/results/grpo_controls.json).
+    """
+    if not runs or not panels:
+        raise ValueError("runs and panels must be non-empty")
+    fig, axes = new_figure(1, len(panels), width=3.6, height=3.0)
+    axes = np.atleast_1d(axes)
+    for ax, (key, name) in zip(axes, panels):
+        for i, (label, run) in enumerate(runs.items()):
+            if key.startswith("eval:"):
+                k = key.split(":", 1)[1]
+                ax.plot([e["step"] for e in run["eval"]], [e[k] for e in run["eval"]], "o-", ms=3, color=f"C{i}", label=label)
+                continue
+            rows = [h for h in run["history"] if key in h]
+            if not rows:
+                continue
+            y = _moving_average([h[key] for h in rows], window)
+            x = [h["step"] for h in rows][len(rows) - len(y):]
+            ax.plot(x, y, color=f"C{i}", label=label)
+        ax.set_title(name if key.startswith("eval:") else f"{name}\n({window}-round moving average)", fontsize=9)
+        ax.set_xlabel("round")
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig, axes
