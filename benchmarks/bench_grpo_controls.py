@@ -14,6 +14,7 @@ Every run: the lab 09 recipe (8 train-split addition prompts x 8 samples a round
     dr_grpo           verifier, loss "dr_grpo" without std scaling (Dr. GRPO)
     dapo              DAPO's four changes together: token-level loss, clip-higher, dynamic sampling, overlong penalty,
                       and no KL
+The KL to the SFT model is logged in every run (with beta 0 it is measured, not penalized).
 Held-out greedy accuracy (exact, strict, lenient) on the same 400 test-split problems every 25 rounds; the per-problem
 results at the start and the end are stored for paired standard errors. Then pass@k (k = 1..64, unbiased) of the SFT
 model and of the verifier run's model from 64 samples on 200 of those problems, and which problems each solves.
@@ -23,6 +24,7 @@ Results: benchmarks/results/grpo_controls.json (notebook 09 plots them).
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import platform
@@ -69,10 +71,11 @@ def run_one(name: str, rounds: int, train_tasks, eval_tasks, tok) -> tuple[dict,
             evals[row["step"]] = evaluate(policy, tok, eval_tasks)
 
     evals[0] = evaluate(policy, tok, eval_tasks)
-    result = grpo.train_grpo(policy, tok, train_tasks, dataclasses.replace(cfg, eval_every=0), reward_funcs=REWARD_SETS[rewards],
-                             callback=on_round)
+    reference = copy.deepcopy(policy).requires_grad_(False)  # also for beta = 0: the KL is then logged, not penalized
+    result = grpo.train_grpo(policy, tok, train_tasks, dataclasses.replace(cfg, eval_every=0), ref_model=reference,
+                             reward_funcs=REWARD_SETS[rewards], callback=on_round)
     keep = ("step", "reward", "reward_accuracy", "reward_format", "reward_digits", "reward_random", "zero_std_frac",
-            "kept_groups", "length", "length_right", "length_wrong", "truncated_frac", "entropy", "kl", "clip_frac",
+            "sampled_groups", "kept_groups", "length", "length_right", "length_wrong", "truncated_frac", "entropy", "kl", "clip_frac",
             "seconds")
     history = [{k: h[k] for k in keep if k in h} for h in result.history]
     steps = sorted(evals)

@@ -544,3 +544,12 @@ def test_bad_inputs_raise_clear_errors():
         grpo.train_grpo(None, None, make_tasks(2, seed=0), grpo.GRPOConfig(group_size=1))
     with pytest.raises(ValueError, match="cfg.loss_type must be one of"):
         grpo.train_grpo(None, None, make_tasks(2, seed=0), grpo.GRPOConfig(loss_type="ppo"))
+
+
+def test_beta_zero_with_a_reference_logs_the_kl_but_does_not_penalize_it():
+    logps, old, ref, adv, mask = _random_batch(5, 6, seed=12)
+    with_ref, stats = grpo.grpo_loss(logps, old, ref, adv, mask, beta=0.0, return_stats=True)
+    without = grpo.grpo_loss(logps, old, None, adv, mask, beta=0.0)
+    d = ref - logps
+    expected_kl = float(((torch.exp(d) - d - 1) * mask).sum() / mask.sum())
+    assert with_ref.item() == without.item() and abs(stats["kl"] - expected_kl) < 1e-12 and stats["kl"] > 0

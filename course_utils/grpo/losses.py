@@ -98,7 +98,8 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, ref_logps: to
     """The GRPO loss, same value as trl's GRPOTrainer (token-level ratio): aggregate(clipped_surrogate + β·k3_kl).
 
     logps, old_logps, ref_logps, completion_mask: (N, C); advantages (N,). old_logps None = logps.detach()
-    (one optimization step per batch); ref_logps may be None only when beta == 0. clip_eps_high: DAPO's
+    (one optimization step per batch); ref_logps may be None only when beta == 0 (given with beta == 0, the KL
+    is reported in the stats but not added to the loss). clip_eps_high: DAPO's
     clip-higher upper range (trl: epsilon_high; None = clip_eps). max_completion_length: the "dr_grpo" constant
     (default C). num_items_in_batch: the "dapo" token count of the whole generation batch (default: this batch's).
     return_stats: also a dict of floats (kl, clip_frac, ...).
@@ -144,6 +145,8 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, ref_logps: to
         adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
         high = clip_eps if clip_eps_high is None else clip_eps_high
         clipped = ((ratio < 1 - clip_eps) & (adv < 0)) | ((ratio > 1 + high) & (adv > 0))
+        if kl is None and ref_logps is not None:  # beta = 0 with a reference: the KL is measured, not penalized
+            kl = k3_kl(logps, ref_logps)
         stats = {"kl": float((kl * mask).sum() / n_tok) if kl is not None else 0.0,
                  "clip_frac": float((clipped.to(mask.dtype) * mask).sum() / n_tok),
                  "ratio_mean": float((ratio * mask).sum() / n_tok)}

@@ -81,7 +81,8 @@ def train_grpo(model, tokenizer, tasks: Sequence[Task], cfg: GRPOConfig, *, ref_
                log_every: int = 0, callback: Callable[[dict], None] | None = None) -> GRPOResult:
     """GRPO on `tasks` (training prompts): sample G completions per prompt, score, group advantages, μ clipped steps.
 
-    ref_model: frozen reference for the KL term (default: a copy of `model` at the start; unused when beta == 0).
+    ref_model: frozen reference for the KL term (default: a copy of `model` at the start when beta > 0); given with
+    beta == 0, the KL to it is logged but not penalized.
     Checkpoints (train.save_checkpoint: model, optimizer, RNG, history) go to checkpoint_dir/step_NNNNNN;
     resume=True continues from the latest one. Prompts and samples are seeded by (cfg.seed, round), so a resumed
     run draws the same batches as an uninterrupted one.
@@ -123,7 +124,7 @@ def train_grpo(model, tokenizer, tasks: Sequence[Task], cfg: GRPOConfig, *, ref_
         loss_mask = mask_truncated(ro.completion_mask, ro.stopped) if cfg.mask_truncated_completions else ro.completion_mask
         with torch.no_grad():
             old = completion_logprobs(model, ids, am, C, temperature=cfg.temperature) if cfg.num_iterations > 1 else None
-            ref = completion_logprobs(ref_model, ids, am, C, temperature=cfg.temperature) if cfg.beta > 0 else None
+            ref = completion_logprobs(ref_model, ids, am, C, temperature=cfg.temperature) if ref_model is not None else None
         model.train()
         for _ in range(cfg.num_iterations):
             logps, ent = completion_logprobs(model, ids, am, C, temperature=cfg.temperature, with_entropy=True)

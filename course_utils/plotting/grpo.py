@@ -133,8 +133,8 @@ def _moving_average(y, window: int):
 
 
 def plot_runs(runs: dict, panels: list, *, window: int = 10, title: str = ""):
-    """Runs side by side, one panel per (metric key, panel title): "eval:<key>" plots a held-out evaluation
-    (points at each evaluation), any other key a per-round metric as a `window`-round moving average.
+    """Runs side by side, one panel per (metric key, y label): "eval:<key>" plots a held-out evaluation (a point at
+    each evaluation), any other key a per-round metric as a `window`-round moving average. One legend under the panels.
 
     runs: {label: {"history": [per-round dicts], "eval": [{"step", <key>...}]}} (benchmarks/results/grpo_controls.json).
     """
@@ -154,10 +154,12 @@ def plot_runs(runs: dict, panels: list, *, window: int = 10, title: str = ""):
             y = _moving_average([h[key] for h in rows], window)
             x = [h["step"] for h in rows][len(rows) - len(y):]
             ax.plot(x, y, color=f"C{i}", label=label)
-        ax.set_title(name if key.startswith("eval:") else f"{name}\n({window}-round moving average)", fontsize=9)
+        ax.set_ylabel(name, fontsize=8)
+        ax.set_title("held-out, every evaluation" if key.startswith("eval:") else f"{window}-round moving average", fontsize=8)
         ax.set_xlabel("round")
-    axes[0].legend(fontsize=7)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 * ((len(names) + 2) // 3) + 0.02, 1, 1))
     return fig, axes
