@@ -1,6 +1,6 @@
 """GRPO on course-tiny-sft with controls and ablations at one budget, and pass@k curves before and after.
 
-    python benchmarks/bench_grpo_controls.py                 # about 45 minutes on 2 CPU cores
+    python benchmarks/bench_grpo_controls.py                 # about an hour on 2 CPU cores
     python benchmarks/bench_grpo_controls.py --runs random   # one run (finished runs in the results file are kept)
 
 Every run: the lab 09 recipe (8 train-split addition prompts x 8 samples a round, lr 5e-5, mu = 2, clip 0.2,
