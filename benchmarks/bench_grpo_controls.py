@@ -19,6 +19,11 @@ Held-out greedy accuracy (exact, strict, lenient) on the same 400 test-split pro
 results at the start and the end are stored for paired standard errors. Then pass@k (k = 1..64, unbiased) of the SFT
 model and of the verifier run's model from 64 samples on 200 of those problems, and which problems each solves.
 Results: benchmarks/results/grpo_controls.json (notebook 09 plots them).
+
+Measured on 2 CPU cores (start 0.935 on 400 problems; end, and gain over the start paired over problems ± SE):
+    verifier 0.968 (+0.033 ± 0.010)   format_only 0.945 (+0.010 ± 0.012)   random 0.535 (-0.400 ± 0.025)
+    no_kl 0.970   clip_higher 0.970   dynamic_sampling 0.975   dr_grpo 0.968   dapo 0.975   (all within ~1 SE of verifier)
+    pass@1 / pass@8 / pass@64 on 200 problems: SFT 0.673 / 0.972 / 0.995, after GRPO 0.841 / 0.984 / 0.990
 """
 
 from __future__ import annotations
