@@ -59,34 +59,33 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
-def _agg_grpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int) -> torch.Tensor:
+def _agg_grpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int, n_items: torch.Tensor) -> torch.Tensor:
     """Mean over each sequence's tokens, then over sequences (GRPO paper; biased towards long wrong answers)."""
     return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
 
 
-def _agg_bnpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int) -> torch.Tensor:
+def _agg_bnpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int, n_items: torch.Tensor) -> torch.Tensor:
     """Sum over all tokens in the batch / number of tokens in the batch."""
     return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def _agg_dapo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int,
-              num_items_in_batch: float | None = None) -> torch.Tensor:
+def _agg_dapo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int, n_items: torch.Tensor) -> torch.Tensor:
     """Sum over tokens / tokens in the whole generation batch (DAPO, Yu et al. 2025; trl's default loss_type).
 
     Equal to "bnpo" when the batch is one micro-batch; under gradient accumulation "bnpo" divides each micro-batch
-    by its own token count, "dapo" every micro-batch by the same `num_items_in_batch`, so each token weighs the same.
+    by its own token count, "dapo" every micro-batch by the same `n_items`, so each token weighs the same.
     """
-    n = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=per_token.dtype)
-    return (per_token * mask).sum() / n.clamp(min=1.0)
+    return (per_token * mask).sum() / n_items.clamp(min=1.0)
 
 
-def _agg_dr_grpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int) -> torch.Tensor:
+def _agg_dr_grpo(per_token: torch.Tensor, mask: torch.Tensor, max_completion_length: int, n_items: torch.Tensor) -> torch.Tensor:
     """Sum over all tokens / (N · max_completion_length): a constant, so no length-dependent weight (Dr. GRPO)."""
     return (per_token * mask).sum() / (per_token.shape[0] * max_completion_length)
 
 
-# How per-token losses (N, C) become one number; one signature, chosen by loss_type.
-LOSS_AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] = {
+# How per-token losses (N, C) become one number; one signature (per-token loss, mask, max completion length, tokens
+# in the whole generation batch), chosen by loss_type.
+LOSS_AGGREGATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], torch.Tensor]] = {
     "grpo": _agg_grpo, "bnpo": _agg_bnpo, "dapo": _agg_dapo, "dr_grpo": _agg_dr_grpo,
 }
 
@@ -133,10 +132,8 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor | None, ref_logps: to
     kl = k3_kl(logps, ref_logps) if beta > 0 else None
     if kl is not None:
         per_token = per_token + beta * kl
-    if loss_type == "dapo":
-        loss = _agg_dapo(per_token, mask, L, num_items_in_batch)
-    else:
-        loss = LOSS_AGGREGATIONS[loss_type](per_token, mask, L)
+    n_items = mask.sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=per_token.dtype)
+    loss = LOSS_AGGREGATIONS[loss_type](per_token, mask, L, n_items)
     if not return_stats:
         return loss
     with torch.no_grad():
