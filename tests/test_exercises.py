@@ -16,7 +16,7 @@ CHECKS = sorted(name for name, fn in inspect.getmembers(cu.exercises, inspect.is
 
 
 def test_every_lecture_has_checks():
-    assert len(CHECKS) >= 29, CHECKS
+    assert len(CHECKS) >= 32, CHECKS
 
 
 def _stub(*args, **kwargs):
@@ -101,5 +101,19 @@ def test_pair_loss_hints(check, fn, expected, capsys):
 ])
 def test_informative_groups_hints(fn, expected, capsys):
     cu.exercises.check_informative_groups(fn)
+    out = capsys.readouterr().out
+    assert expected in out, out
+
+
+@pytest.mark.parametrize("check, fn, expected", [
+    ("check_gae", lambda r, v, g, lam: cu.ppo.gae(r, v, g, lam), "PASS"),
+    ("check_gae", lambda r, v, g, lam: cu.ppo.gae(r, v, g, 1.0), "go backwards"),  # λ ignored
+    ("check_rloo_advantages", cu.ppo.rloo_advantages, "PASS"),
+    ("check_rloo_advantages", lambda r, G: r - r.view(-1, G).mean(1).repeat_interleave(G), "divide by G - 1"),
+    ("check_bradley_terry", lambda c, r: cu.reward_model.bradley_terry_loss(c, r), "PASS"),
+    ("check_bradley_terry", lambda c, r: -torch.log(torch.sigmoid(c - r)), "use F.logsigmoid"),
+])
+def test_rlhf_check_hints(check, fn, expected, capsys):
+    getattr(cu.exercises, check)(fn)
     out = capsys.readouterr().out
     assert expected in out, out

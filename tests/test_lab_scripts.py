@@ -1,4 +1,4 @@
-"""The DPO and GRPO labs as scripts (`python -m course_utils.labs.dpo|grpo --config configs/*_ci.json`): each runs end
+"""The DPO, GRPO and RLHF labs as scripts (`python -m course_utils.labs.dpo|grpo|rlhf --config configs/*_ci.json`): each runs end
 to end in a subprocess, writes safetensors checkpoints, and a rerun resumes from the latest one and ends where an
 uninterrupted run ends (same losses, same weights: the reference model is the starting policy, not the checkpoint).
 The DPO script under `torchrun --nproc_per_node 2` (gloo) follows one process's loss trajectory."""
@@ -17,9 +17,11 @@ from safetensors.torch import load_file
 
 from course_utils.labs import dpo as dpo_lab
 from course_utils.labs import grpo as grpo_lab
+from course_utils.labs import rlhf as rlhf_lab
 
 ROOT = Path(__file__).resolve().parents[1]
-LABS = {"dpo": (dpo_lab, ROOT / "configs" / "dpo_ci.json"), "grpo": (grpo_lab, ROOT / "configs" / "grpo_ci.json")}
+LABS = {"dpo": (dpo_lab, ROOT / "configs" / "dpo_ci.json"), "grpo": (grpo_lab, ROOT / "configs" / "grpo_ci.json"),
+        "rlhf": (rlhf_lab, ROOT / "configs" / "rlhf_ci.json")}
 WEIGHT_TOL = 1e-5  # same process settings (1 thread): equal up to float noise, as notebook 09's resume check
 
 
@@ -35,7 +37,8 @@ def _script(name: str, config: Path, *args: str) -> dict:
 def _losses(name: str, out: Path) -> list[float]:
     if name == "dpo":
         return json.loads((out / "losses.json").read_text())
-    return [h["loss"] for h in json.loads((out / "history.json").read_text()) if "loss" in h]
+    key = "policy_loss" if name == "rlhf" else "loss"
+    return [h[key] for h in json.loads((out / "history.json").read_text()) if key in h]
 
 
 @pytest.mark.parametrize("name", list(LABS))
@@ -89,9 +92,12 @@ def test_configs_are_checked(tmp_path):
         grpo_lab.load_config(None, families=["algebra"])
     with pytest.raises(ValueError, match="cfg.group_size must be an int >= 2"):
         grpo_lab.load_config(None, group_size=1)
-    for gpu in ("dpo_gpu.json", "grpo_gpu.json"):  # the GPU variants parse too
-        lab = dpo_lab if gpu.startswith("dpo") else grpo_lab
-        assert lab.load_config(ROOT / "configs" / gpu).device == "auto"
+    with pytest.raises(ValueError, match="cfg.group_size must be an int >= 2"):
+        rlhf_lab.load_config(None, algorithm="rloo", group_size=1)
+    with pytest.raises(ValueError, match="label_noise"):
+        rlhf_lab.load_config(None, label_noise=0.9)
+    for name, (lab, _) in LABS.items():  # the GPU variants parse too
+        assert lab.load_config(ROOT / "configs" / f"{name}_gpu.json").device == "auto"
 
 
 def test_dpo_batch_splits_pairs_over_ranks(monkeypatch):

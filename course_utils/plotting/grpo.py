@@ -73,10 +73,10 @@ def plot_token_weights(weights: dict, lengths, advantages):
     return fig, ax
 
 
-def live_history(every: int = 5, *, last: int | None = None, title: str = ""):
-    """A train_grpo callback that redraws plot_grpo_history every `every` rounds (and at round `last`) in one output
-    area, so a notebook keeps a single, updating figure (the stored notebook holds the last frame). Outside a
-    notebook it does nothing."""
+def live_history(every: int = 5, *, last: int | None = None, title: str = "", plot=None):
+    """A training-loop callback that redraws `plot(history, title=...)` (default plot_grpo_history) every `every`
+    rounds (and at round `last`) in one output area, so a notebook keeps a single, updating figure (the stored
+    notebook holds the last frame). Outside a notebook it does nothing."""
     try:
         from IPython import get_ipython
         from IPython.display import display
@@ -89,7 +89,7 @@ def live_history(every: int = 5, *, last: int | None = None, title: str = ""):
         history.append(row)
         if get_ipython is None or get_ipython() is None or (row["step"] % every and row["step"] != last):
             return
-        fig, _ = plot_grpo_history(history, title=f"{title} (live, round {row['step']})".strip())
+        fig, _ = (plot or plot_grpo_history)(history, title=f"{title} (live, round {row['step']})".strip())
         if handle is None:
             handle = display(fig, display_id=True)
         else:
