@@ -5,8 +5,9 @@ Bradley–Terry loss; its held-out pair accuracy and calibration.
     r = reward_scores(rm, input_ids, attention_mask)                # (N,) the head on the last non-pad token
     loss = bradley_terry_loss(r_chosen, r_rejected).mean()          # = trl's RewardTrainer loss
 
-The preference labels come from the verifier (a right reply over a wrong one, data.check_answer), with a controlled
-fraction of them flipped (label noise) -- the stand-in for human labellers who disagree.
+In lab 10 the comparisons are rule-made (a right reply over a corrupted one, dpo.pairs.make_preference_pairs) or
+sampled from the policy (dpo.pairs.sampled_pairs), with a controlled fraction of the labels flipped (label noise) --
+the stand-in for human labellers who disagree.
 References: Bradley & Terry 1952; Ouyang et al. 2022 (InstructGPT, the reward model of RLHF); Stiennon et al. 2020;
 Gao et al. 2022 (scaling laws for reward model over-optimization; the best-of-n estimator).
 """
@@ -60,17 +61,19 @@ def load_reward_model(name: str = "course-tiny-sft", *, device=None, seed: int =
     from .models import _resolve
 
     source, causal = _resolve(resolve_model(name))
-    saved_rm = Path(source, "config.json").exists() and any(
-        a.endswith("ForSequenceClassification") for a in json.loads(Path(source, "config.json").read_text()).get("architectures") or [])
+    config = Path(source, "config.json")
+    architectures = json.loads(config.read_text()).get("architectures") or [] if config.exists() else []
+    saved_rm = any(a.endswith("ForSequenceClassification") for a in architectures)
     if not (causal or saved_rm):
         raise ValueError(f"name must name a causal language model (the reward model's trunk) or a saved reward model, "
                          f"got {name!r}")
     tokenizer = AutoTokenizer.from_pretrained(source)
-    torch.manual_seed(seed)  # the new head's initialisation
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the load report lists the new head as missing: expected
     try:
-        rm = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)  # the new head's initialisation, without touching the caller's RNG
+            rm = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
     finally:
         hf_logging.set_verbosity(verbosity)
     rm.config.pad_token_id = tokenizer.pad_token_id
@@ -194,7 +197,8 @@ def best_of_n_curve(proxy: torch.Tensor, true: torch.Tensor, ns: Sequence[int]) 
     proxy, true (P, N): proxy reward and true reward of N samples for P prompts. For each n: the mean over prompts
     of E[true reward of the proxy-best of n random samples] (Gao et al. 2022's unbiased estimator: the sample of proxy
     rank i, counted from the bottom, is the best of a random n-subset with probability C(i-1, n-1) / C(N, n)), its SE over
-    prompts, the same for the proxy reward, and the best-of-n KL bound log n - (n-1)/n (nats).
+    prompts, the same for the proxy reward, each one's change from a single sample (n = 1) with its paired SE over
+    prompts ("true_gain", "true_gain_se", ...), and the best-of-n KL bound log n - (n-1)/n (nats).
     Ties in the proxy are broken by sample order.
     """
     check_tensor("proxy", proxy, dims=2, floating=True)
@@ -213,27 +217,13 @@ def best_of_n_curve(proxy: torch.Tensor, true: torch.Tensor, ns: Sequence[int]) 
         log_w = torch.lgamma(rank) - torch.lgamma(rank - n + 1) if n > 1 else torch.zeros(N, dtype=torch.float64)
         w = torch.where(rank >= n, log_w, torch.full_like(log_w, -float("inf")))
         w = torch.softmax(w, dim=0)  # (N,) C(i-1, n-1) / C(N, n), normalised
-        t, p = sorted_true @ w, sorted_proxy @ w  # (P,)
-        rows.append({"n": n, "true": float(t.mean()), "true_se": float(t.std() / P ** 0.5) if P > 1 else 0.0,
-                     "proxy": float(p.mean()), "proxy_se": float(p.std() / P ** 0.5) if P > 1 else 0.0,
-                     "kl": math.log(n) - (n - 1) / n})
+        row = {"n": n, "kl": math.log(n) - (n - 1) / n}
+        for key, values in (("true", sorted_true), ("proxy", sorted_proxy)):
+            per_prompt = values @ w  # (P,)
+            gain = per_prompt - values.mean(1)  # (P,) against one random sample of the same prompt
+            row[key], row[f"{key}_gain"] = float(per_prompt.mean()), float(gain.mean())
+            row[f"{key}_se"] = float(per_prompt.std() / P ** 0.5) if P > 1 else 0.0
+            row[f"{key}_gain_se"] = float(gain.std() / P ** 0.5) if P > 1 else 0.0
+        rows.append(row)
     return rows
 
-
-def fit_overoptimization(d: torch.Tensor, true: torch.Tensor) -> tuple[float, float, float]:
-    """Least-squares fit of Gao et al. (2022)'s RL form R(d) = R0 + d (alpha - beta log d) to a run's true reward.
-
-    d (R,): sqrt(KL to the starting policy) per round (>= 0); true (R,): that round's true reward.
-    Returns (alpha, beta, R0). beta > 0 with a peak inside the measured range is over-optimization.
-    """
-    check_tensor("d", d, dims=1, floating=True)
-    check_tensor("true", true, dims=1, floating=True)
-    if d.shape != true.shape or len(d) < 3:
-        raise ValueError(f"d and true must have the same shape (R,) with R >= 3, got {tuple(d.shape)} and {tuple(true.shape)}")
-    if (d < 0).any():
-        raise ValueError("d must be >= 0 (the square root of a KL)")
-    d = d.double()
-    d_log_d = torch.where(d > 0, d * torch.log(d.clamp(min=1e-12)), torch.zeros_like(d))  # d log d -> 0 at d = 0
-    X = torch.stack([torch.ones_like(d), d, -d_log_d], dim=1)  # (R, 3)
-    r0, alpha, beta = torch.linalg.lstsq(X, true.double()[:, None]).solution.squeeze(1).tolist()
-    return alpha, beta, r0

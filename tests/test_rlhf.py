@@ -129,6 +129,8 @@ def test_best_of_n_equals_enumeration_of_subsets():
         assert abs(row["true"] - sum(per_prompt) / 3) < 1e-9, (n, row["true"], per_prompt)
         assert abs(row["kl"] - (math.log(n) - (n - 1) / n)) < 1e-9
     assert abs(rows[0]["true"] - true.double().mean().item()) < 1e-12  # best of 1 = a random sample
+    assert abs(rows[0]["true_gain"]) < 1e-12 and abs(rows[0]["proxy_gain"]) < 1e-12
+    assert abs(rows[-1]["proxy_gain"] - (proxy.max(1).values - proxy.mean(1)).double().mean().item()) < 1e-6
 
 
 # ---- PPO pieces vs float64 loops ------------------------------------------------------------------
@@ -315,13 +317,16 @@ def test_resumed_run_equals_uninterrupted_run(tiny, tmp_path, algorithm):
     assert full.history[-1]["kl"] != pytest.approx(0.0, abs=1e-6)  # and the policy moved (lr 1e-3)
 
 
-def test_overoptimization_fit_recovers_known_coefficients():
-    """Points drawn from R(d) = 0.6 + d (0.3 - 0.2 log d) plus small noise give back (alpha, beta, R0)."""
-    gen = torch.Generator().manual_seed(7)
-    d = torch.linspace(0.0, 3.0, 60, dtype=torch.float64)
-    d_log_d = torch.where(d > 0, d * torch.log(d.clamp(min=1e-12)), torch.zeros_like(d))
-    r = 0.6 + 0.3 * d - 0.2 * d_log_d + 1e-3 * torch.randn(60, generator=gen, dtype=torch.float64)
-    alpha, beta, r0 = rm_lib.fit_overoptimization(d, r)
-    assert abs(alpha - 0.3) < 0.01 and abs(beta - 0.2) < 0.01 and abs(r0 - 0.6) < 0.01, (alpha, beta, r0)
-    with pytest.raises(ValueError, match="d must be >= 0"):
-        rm_lib.fit_overoptimization(-d, r)
+def test_token_values_read_the_head_where_the_policy_predicts_each_token(tiny_rm):
+    """Value t = score(hidden state at the position that predicts completion token t), as the log-probs align."""
+    model, _ = tiny_rm
+    gen = torch.Generator().manual_seed(8)
+    ids = torch.randint(5, 200, (2, 9), generator=gen)
+    am = torch.ones_like(ids)
+    with torch.no_grad():
+        v = ppo.token_values(model, ids, am, 4)  # (2, 4)
+        hidden = model.model(input_ids=ids, attention_mask=am).last_hidden_state  # (2, 9, d)
+        expected = torch.stack([model.score(hidden[:, 9 - 4 - 1 + t]).squeeze(-1) for t in range(4)], 1)
+        last = rm_lib.reward_scores(model, ids, am)  # the reward reads the last position, after the last token
+    assert _max_diff(v, expected) < 1e-5
+    assert _max_diff(model.score(hidden[:, -1]).squeeze(-1), last) < 1e-5

@@ -87,8 +87,8 @@ def live_history(every: int = 5, *, last: int | None = None, title: str = "", pl
     def callback(row: dict) -> None:
         nonlocal handle
         history.append(row)
-        if get_ipython is None or get_ipython() is None or (row["step"] % every and row["step"] != last):
-            return
+        if get_ipython is None or get_ipython() is None or row["step"] == 0 or (row["step"] % every and row["step"] != last):
+            return  # nothing to draw before the first round (its row holds only the starting evaluation)
         fig, _ = (plot or plot_grpo_history)(history, title=f"{title} (live, round {row['step']})".strip())
         if handle is None:
             handle = display(fig, display_id=True)

@@ -29,24 +29,26 @@ def plot_calibration(rows: list, *, title: str = ""):
 
 
 def plot_best_of_n(rows: list, *, title: str = ""):
-    """Best-of-n by the proxy reward (reward_model.best_of_n_curve): proxy and true reward (± 1.96 SE) against n."""
+    """Best-of-n by the proxy reward (reward_model.best_of_n_curve): the change in proxy and in true reward from a single
+    sample, against n, with 95 % bands from the paired SE over prompts."""
     if not rows:
         raise ValueError("rows must be a non-empty list from reward_model.best_of_n_curve")
     fig, axes = new_figure(1, 2, width=3.8, height=3.2)
     ns = [r["n"] for r in rows]
-    for ax, key, label in ((axes[0], "proxy", "proxy: reward-model score"), (axes[1], "true", "true: share of right replies")):
-        mean = np.array([r[key] for r in rows])
-        se = np.array([r[f"{key}_se"] for r in rows])
-        ax.plot(ns, mean, "o-", ms=3)
-        ax.fill_between(ns, mean - 1.96 * se, mean + 1.96 * se, alpha=0.2, lw=0)
+    for ax, key, label in ((axes[0], "proxy", "change in reward-model score"),
+                           (axes[1], "true", "change in share of right replies")):
+        gain = np.array([r[f"{key}_gain"] for r in rows])
+        se = np.array([r[f"{key}_gain_se"] for r in rows])
+        ax.plot(ns, gain, "o-", ms=3)
+        ax.fill_between(ns, gain - 1.96 * se, gain + 1.96 * se, alpha=0.2, lw=0)
+        ax.axhline(0, color="k", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xticks(ns, [str(n) for n in ns])
-        ax.set_xlabel("n (samples, keep the proxy's favourite)")
+        ax.set_xlabel("n (samples; keep the proxy's favourite)")
         ax.set_ylabel(label)
-    axes[0].set_title("what the reward model sees", fontsize=9)
-    axes[1].set_title("what the verifier sees (band: 95 %)", fontsize=9)
-    if title:
-        fig.suptitle(title)
+    axes[0].set_title("proxy: what the reward model sees", fontsize=9)
+    axes[1].set_title("true: what the verifier sees", fontsize=9)
+    fig.suptitle(title or "best-of-n vs a single sample (bands: 95 %, paired over prompts)", fontsize=10)
     fig.tight_layout()
     return fig, axes
 
@@ -64,49 +66,40 @@ def plot_rlhf_history(history: list, *, window: int = 5, title: str = ""):
         return steps[len(steps) - len(y):], y
 
     fig, axes = new_figure(1, 4, width=3.1, height=2.8)
-    axes[0].plot(steps, [h["proxy"] for h in rounds], color="C0", alpha=0.3, lw=1)
-    axes[0].plot(*smooth("proxy"), color="C0")
-    axes[0].set_title("proxy: reward-model score", fontsize=9)
-    axes[1].plot(steps, [h["true"] for h in rounds], color="C1", alpha=0.3, lw=1)
-    axes[1].plot(*smooth("true"), color="C1", label=f"samples (T = 1), {window}-round mean")
+    panels = (("proxy", "proxy: reward-model score"), ("true", "true: share of right samples"),
+              ("kl", "KL to reference (nats / reply)"), ("entropy", "entropy (nats / token)"))
+    for i, (ax, (key, name)) in enumerate(zip(axes, panels)):
+        ax.plot(steps, [h[key] for h in rounds], color=f"C{i}", alpha=0.3, lw=1, label="each round")
+        ax.plot(*smooth(key), color=f"C{i}", label=f"{window}-round mean")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("round")
     evals = [h for h in history if "eval_acc" in h]
     if evals:
         axes[1].plot([h["step"] for h in evals], [h["eval_acc"] for h in evals], "ks-", ms=3, label="held-out, greedy")
-    axes[1].set_title("true: share of right replies", fontsize=9)
-    axes[1].legend(fontsize=7)
-    axes[2].plot(steps, [h["kl"] for h in rounds], color="C2")
-    axes[2].set_title("KL to reference (nats / reply)", fontsize=9)
-    axes[3].plot(steps, [h["entropy"] for h in rounds], color="C3")
-    axes[3].set_title("policy entropy (nats / token)", fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("round")
+    for ax in axes[:2]:
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig, axes
 
 
-def plot_overoptimization(runs: dict, *, window: int = 10, fit: dict | None = None, title: str = ""):
+def plot_overoptimization(runs: dict, *, window: int = 10, title: str = ""):
     """Reward over-optimization (Gao et al. 2022): proxy and true reward, each as its `window`-round moving average,
     against d = sqrt(KL to the start) (its moving average too), one line per run.
 
-    runs: {label: [per-round dicts with proxy, true, kl]}; fit: {label: (alpha, beta)} draws Gao et al.'s RL form
-    R(d) = R(0) + d (alpha - beta log d) fitted to that run's true reward (dashed).
+    runs: {label: [per-round dicts with proxy, true, kl]}.
     """
     if not runs:
         raise ValueError("runs must be a non-empty dict label -> per-round history")
-    fig, axes = new_figure(1, 2, width=4.0, height=3.3)
+    fig, axes = new_figure(1, 2, width=4.6, height=3.4)
     for i, (label, history) in enumerate(runs.items()):
         rows = [h for h in history if "proxy" in h]
         d = np.sqrt(np.maximum(_moving_average([h["kl"] for h in rows], window), 0.0))
         for ax, key in ((axes[0], "proxy"), (axes[1], "true")):
             ax.plot(d, _moving_average([h[key] for h in rows], window), color=f"C{i}", label=label)
-        if fit and label in fit:
-            alpha, beta, r0 = fit[label]
-            xs = np.linspace(1e-3, d.max(), 100)
-            axes[1].plot(xs, r0 + xs * (alpha - beta * np.log(xs)), "--", color=f"C{i}", lw=1)
     axes[0].set_ylabel("proxy: reward-model score")
-    axes[1].set_ylabel("true: share of right replies (T = 1)")
+    axes[1].set_ylabel("true: share of right samples")
     for ax in axes:
         ax.set_xlabel("d = sqrt(KL to the SFT model), nats^½")
     axes[0].set_title(f"what PPO optimizes ({window}-round means)", fontsize=9)

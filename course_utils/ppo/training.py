@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -14,7 +14,7 @@ import torch
 
 from ..checks import check_choice, check_int, check_items, check_number
 from ..data import Task, check_answer
-from ..grpo import completion_logprobs, evaluate_policy, sample_completions
+from ..grpo import GRPOResult, completion_logprobs, evaluate_policy, sample_completions
 from ..reward_model import reward_scores
 from .losses import (explained_variance, gae, kl_penalized_rewards, masked_mean, policy_loss, rloo_advantages,
                      rloo_loss, value_loss, whiten)
@@ -52,18 +52,8 @@ class PPOConfig:
     max_seconds: float | None = None  # stop after the round that passes this wall time
 
 
-@dataclass
-class RLHFResult:
-    """Per-round logs (rounds with an evaluation carry 'eval_acc') and wall time."""
-
-    history: list[dict] = field(default_factory=list)
-    seconds: float = 0.0
-    resumed_from: int | None = None
-
-    def series(self, key: str) -> tuple[list[int], list[float]]:
-        """(steps, values) for one logged metric, skipping rounds where it was not logged."""
-        rows = [h for h in self.history if key in h]
-        return [h["step"] for h in rows], [h[key] for h in rows]
+class RLHFResult(GRPOResult):
+    """Per-round logs of train_rlhf (rounds with an evaluation carry 'eval_acc'), wall time, the round resumed from."""
 
 
 def check_config(cfg: PPOConfig) -> None:
@@ -132,9 +122,11 @@ def train_rlhf(policy, tokenizer, tasks: Sequence[Task], reward_model, cfg: PPOC
     G, P = cfg.group_size, cfg.prompts_per_step
     end = stop_at_step or cfg.steps
     t0 = time.time()
-    if eval_tasks and cfg.eval_every and start == 0:
-        result.history.append({"step": 0, "eval_acc": evaluate_policy(policy, tokenizer, eval_tasks,
-                                                                       max_new_tokens=cfg.max_new_tokens)["greedy"]})
+    if eval_tasks and cfg.eval_every and start == 0:  # the starting point, before any update
+        row = {"step": 0, "eval_acc": evaluate_policy(policy, tokenizer, eval_tasks, max_new_tokens=cfg.max_new_tokens)["greedy"]}
+        result.history.append(row)
+        if callback is not None:
+            callback(row)
     for step in range(start, end):
         t_round = time.time()
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -183,14 +175,13 @@ def train_rlhf(policy, tokenizer, tasks: Sequence[Task], reward_model, cfg: PPOC
         row = {"step": step + 1, "proxy": float(proxy.mean()), "true": float(true.mean()), "kl": float(seq_kl.mean()),
                "entropy": float(masked_mean(ent.detach(), mask)), "length": float(ro.lengths.float().mean()),
                "truncated_frac": float((~ro.stopped).float().mean()), "policy_loss": float(p_loss.detach()),
-               "clip_frac": stats["clip_frac"], "seconds": 0.0}
+               "clip_frac": stats["clip_frac"], "seconds": time.time() - t_round}  # sampling + updates
         if ppo:
             row["value_loss"] = float(v_loss.detach())
             row["explained_variance"] = explained_variance(old_values, returns, mask)
         out_of_time = cfg.max_seconds is not None and time.time() - t0 > cfg.max_seconds
         if eval_tasks and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == end or out_of_time):
             row["eval_acc"] = evaluate_policy(policy, tokenizer, eval_tasks, max_new_tokens=cfg.max_new_tokens)["greedy"]
-        row["seconds"] = time.time() - t_round
         result.history.append(row)
         if log_every and ((step + 1) % log_every == 0 or step + 1 == end):
             shown = "".join(f"  {k} {row[k]:.3f}" for k in ("proxy", "true", "kl", "eval_acc") if k in row)
