@@ -151,6 +151,8 @@ def accepts(target: str, kwarg: str) -> bool:
     if target.endswith(".generate"):
         return hasattr(transformers.GenerationConfig(), kwarg) or kwarg in ("attention_mask", "input_ids")
     if target.endswith((".from_pretrained", ".from_config")):
+        if hasattr(transformers.PretrainedConfig(), kwarg):  # forwarded to the model's config (e.g. num_labels)
+            return True
         consumers = [transformers.PreTrainedModel.from_pretrained, transformers.PreTrainedModel._from_config,
                      transformers.PretrainedConfig.from_pretrained, transformers.PreTrainedTokenizerBase.from_pretrained]
     elif inspect.isclass(obj):  # e.g. a tokenizer: keywords popped in some base class's __init__
