@@ -9,3 +9,12 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: fl
     """A figure with a grid of axes, sized per panel: (fig, ax) or (fig, axes)."""
     fig, ax = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=True, **kwargs)
     return fig, ax
+
+
+def legend_below(fig, ax, title: str = "") -> None:
+    """One legend for the whole figure under its panels (the lines of `ax`), then the title and a tight layout."""
+    handles, names = ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06 * ((len(names) + 2) // 3) + 0.02, 1, 1))

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from .figure import new_figure
+from .figure import legend_below, new_figure
 
 
 def plot_grpo_history(history: list, *, title: str = ""):
@@ -157,9 +157,5 @@ def plot_runs(runs: dict, panels: list, *, window: int = 10, title: str = ""):
         ax.set_ylabel(name, fontsize=8)
         ax.set_title("held-out, every evaluation" if key.startswith("eval:") else f"{window}-round moving average", fontsize=8)
         ax.set_xlabel("round")
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06 * ((len(names) + 2) // 3) + 0.02, 1, 1))
+    legend_below(fig, axes[0], title)
     return fig, axes

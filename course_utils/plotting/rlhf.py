@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .figure import new_figure
+from .figure import legend_below, new_figure
 from .grpo import _moving_average
 
 
@@ -104,9 +104,5 @@ def plot_overoptimization(runs: dict, *, window: int = 10, title: str = ""):
         ax.set_xlabel("d = sqrt(KL to the SFT model), nats^½")
     axes[0].set_title(f"what PPO optimizes ({window}-round means)", fontsize=9)
     axes[1].set_title("what we wanted", fontsize=9)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=8, frameon=False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06 * ((len(names) + 2) // 3) + 0.02, 1, 1))
+    legend_below(fig, axes[0], title)
     return fig, axes
