@@ -2,14 +2,14 @@
 
 Modules in lecture order: env, models, data, pretrain · attention (01) · norms (02) · positional, passkey (03) ·
 moe (04) · decoding (05) · lora, memory (06) · sft, train, evaluation (07) · dpo (08) · grpo, rewards (09) ·
-reward_model, ppo (10) · stats, book (error bars for the lesson checks, and your numbers next to the stored ones) ·
-checks (argument checks).
+reward_model, ppo (10) · quant, distill (11) · stats, book (error bars for the lesson checks, and your numbers next to
+the stored ones) · checks (argument checks).
 exercises and plotting have one module per lecture (exercises.attention, plotting.decoding, ...); attention, moe,
-dpo, grpo and ppo are packages whose modules split the concept from its data, training and measurements.
+dpo, grpo, ppo and quant are packages whose modules split the concept from its data, training and measurements.
 """
 
-from . import (attention, book, checks, decoding, dpo, evaluation, exercises, grpo, lora, memory,  # noqa: F401
-               moe, norms, passkey, positional, ppo, reward_model, rewards, sft, stats, train)
+from . import (attention, book, checks, decoding, distill, dpo, evaluation, exercises, grpo, lora,  # noqa: F401
+               memory, moe, norms, passkey, positional, ppo, quant, reward_model, rewards, sft, stats, train)
 from .env import Profile, device, doctor, profile, seed_everything  # noqa: F401
 from .models import load_model  # noqa: F401
 from .attention import (Attention, KVCache, attention_entropy, causal_mask, kv_cache_bytes,  # noqa: F401
@@ -28,6 +28,8 @@ from .dpo import dpo_loss, ipo_loss, orpo_loss, sequence_logprobs, simpo_loss  #
 from .grpo import GRPOConfig, grpo_loss, group_advantages, k3_kl, train_grpo  # noqa: F401
 from .reward_model import bradley_terry_loss, train_reward_model  # noqa: F401
 from .ppo import PPOConfig, gae, rloo_advantages, train_rlhf  # noqa: F401
+from .quant import dequantize_absmax, gptq_quantize, quantize_absmax  # noqa: F401
+from .distill import generalized_jsd_loss  # noqa: F401
 from .stats import binomial_ci, check_above, check_gain, check_seeds  # noqa: F401
 from .book import compare_with_book  # noqa: F401
 from .widgets import attention_explorer, decoding_explorer, memory_explorer, moe_explorer, rope_explorer  # noqa: F401

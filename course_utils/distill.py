@@ -4,7 +4,7 @@
 the student's own samples (on-policy distillation, GKD, Agarwal et al. 2024).
 
     loss = generalized_jsd_loss(student_logits, teacher_logits, beta=0.5, labels=labels)   # = trl GKD, batchmean
-    student = make_student(teacher, keep_layers=(0, 3))                                    # layer-dropped init
+    student = make_student(teacher, keep_layers=(0, 2, 3))                                 # layer-dropped init
     result = distill(student, teacher, tokenizer, "forward_kl", DistillConfig(steps=200))
 
 Per token, with p = teacher and q = student distributions over the vocabulary:
@@ -29,15 +29,16 @@ from .checks import check_choice, check_int, check_number, check_tensor
 def token_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, beta: float = 0.5,
                      temperature: float = 1.0) -> torch.Tensor:
     """Per-position divergence (...,) from logits (..., V): forward KL at beta 0, reverse KL at 1, else JSD(beta)."""
-    check_tensor("student_logits", student_logits, min_dim=2, floating=True)
-    check_tensor("teacher_logits", teacher_logits, min_dim=2, floating=True)
+    check_tensor("student_logits", student_logits, min_dim=1, floating=True)
+    check_tensor("teacher_logits", teacher_logits, min_dim=1, floating=True)
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits "
                          f"{tuple(teacher_logits.shape)} must have the same shape")
     check_number("beta", beta, 0, 1)
     check_number("temperature", temperature, 0, low_open=True, finite=True)
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)  # float32, or float64 if given
+    log_q = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
+    log_p = F.log_softmax(teacher_logits.to(dtype) / temperature, dim=-1)
 
     def kl(log_a, log_b):  # KL(a || b), summed over the vocabulary
         return (log_a.exp() * (log_a - log_b)).sum(-1)
@@ -65,7 +66,28 @@ def generalized_jsd_loss(student_logits: torch.Tensor, teacher_logits: torch.Ten
     return div[mask].sum() / mask.sum().clamp_min(1)
 
 
-def make_student(teacher: nn.Module, keep_layers=(0, 3)) -> nn.Module:
+def fit_one_bump(teacher_probs: torch.Tensor, beta: float, steps: int = 400, lr: float = 0.05,
+                 init_mean: float | None = None) -> torch.Tensor:
+    """The toy picture of forward vs reverse KL: fit a one-bump student q ∝ exp(-(i - μ)² / 2σ²) over a vocabulary
+    of len(teacher_probs) to a teacher p by Adam on token_divergence(beta). Returns q (V,)."""
+    check_tensor("teacher_probs", teacher_probs, dims=1, floating=True)
+    check_int("steps", steps)
+    idx = torch.arange(len(teacher_probs), dtype=torch.float64)
+    mean = torch.tensor(float(len(idx)) / 2 if init_mean is None else init_mean, dtype=torch.float64,
+                        requires_grad=True)
+    log_std = torch.tensor(math.log(len(idx) / 20), dtype=torch.float64, requires_grad=True)
+    teacher_logits = teacher_probs.double().clamp_min(1e-12).log()
+    opt = torch.optim.Adam([mean, log_std], lr=lr)
+    for _ in range(steps):
+        logits = -(idx - mean) ** 2 / (2 * log_std.exp() ** 2)
+        loss = token_divergence(logits, teacher_logits, beta)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return torch.softmax(-(idx - mean.detach()) ** 2 / (2 * log_std.detach().exp() ** 2), dim=0)
+
+
+def make_student(teacher: nn.Module, keep_layers=(0, 2, 3)) -> nn.Module:
     """A copy of a decoder-only transformers model with only the decoder layers `keep_layers` (DistilBERT's
     initialization: the student starts from every other teacher layer, not from random weights)."""
     n = teacher.config.num_hidden_layers
@@ -102,9 +124,9 @@ _BETA = {"forward_kl": 0.0, "reverse_kl": 1.0, "jsd": 0.5}
 class DistillConfig:
     """One distillation run: the same budget (steps x batch_size replies) for every method."""
 
-    steps: int = 200
+    steps: int = 300
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 2e-3
     temperature: float = 1.0  # softmax temperature of the divergence
     n_prompts: int = 4000  # training prompts (train split)
     max_new_tokens: int = 40  # teacher / student replies

@@ -117,3 +117,35 @@ def test_rlhf_check_hints(check, fn, expected, capsys):
     getattr(cu.exercises, check)(fn)
     out = capsys.readouterr().out
     assert expected in out, out
+
+
+def _damage(model, tok, layer_type, bits):
+    from course_utils import quant
+
+    batch = quant.heldout_batch(tok, 64, ["addition", "sort", "count"])
+    base = quant.reply_nll(model, batch).mean().item()
+    saved = {}
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if name.endswith(layer_type):
+                saved[name] = m.weight.clone()
+                m.weight.copy_(quant.fake_quantize(m.weight, bits))
+        damage = quant.reply_nll(model, batch).mean().item() - base
+        for name, m in model.named_modules():
+            if name in saved:
+                m.weight.copy_(saved[name])
+    return damage
+
+
+@pytest.mark.parametrize("check, fn, expected", [
+    ("check_group_absmax", lambda w, b, g: cu.quant.fake_quantize(w, b, g), "PASS"),
+    ("check_group_absmax", lambda w, b, g: cu.quant.fake_quantize(w, b), "one scale per row"),
+    ("check_forward_kl", lambda s, t: cu.distill.token_divergence(s, t, 0.0).double(), "PASS"),
+    ("check_forward_kl", lambda s, t: cu.distill.token_divergence(s, t, 1.0).double(), "reverse KL"),
+    ("check_layer_damage", _damage, "PASS"),
+    ("check_layer_damage", lambda m, t, lt, b: _damage(m, t, "proj", b), "expected"),
+])
+def test_quant_check_hints(check, fn, expected, capsys):
+    getattr(cu.exercises, check)(fn)
+    out = capsys.readouterr().out
+    assert expected in out, out

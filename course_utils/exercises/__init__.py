@@ -20,3 +20,4 @@ from .dpo import (check_completion_logprob, check_dpo_loss, check_group_pairs, c
                   check_simpo_loss)
 from .grpo import check_group_advantages, check_k3_kl, check_clipped_surrogate, check_informative_groups  # noqa: F401
 from .rlhf import check_bradley_terry, check_gae, check_rloo_advantages  # noqa: F401
+from .quant import check_forward_kl, check_group_absmax, check_layer_damage  # noqa: F401

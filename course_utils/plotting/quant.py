@@ -1,0 +1,102 @@
+"""Lecture 11 (quantization and distillation) plots: rounding error against bits, activation outliers per channel,
+the quantized-model table (accuracy and perplexity against bits), forward vs reverse KL fits, the distillation table."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .figure import legend_below, new_figure
+
+
+def plot_error_vs_bits(rows: list, *, title: str = ""):
+    """rows: dicts with "scheme", "bits", "error" (relative Frobenius error of a weight matrix); one line per scheme."""
+    if not rows:
+        raise ValueError("rows must be a non-empty list of {'scheme', 'bits', 'error'} dicts")
+    fig, ax = new_figure(width=5.5, height=3.6)
+    for scheme in dict.fromkeys(r["scheme"] for r in rows):
+        pts = sorted((r["bits"], r["error"]) for r in rows if r["scheme"] == scheme)
+        ax.plot(*zip(*pts), "o-", ms=4, label=scheme)
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per weight")
+    ax.set_ylabel("relative error ||W − Ŵ|| / ||W||")
+    ax.set_xticks(sorted({r["bits"] for r in rows}))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "round-to-nearest error against bits", fontsize=9)
+    return fig, ax
+
+
+def plot_channel_absmax(absmax: dict, *, title: str = ""):
+    """absmax: {layer name: (in,) max |x| per input channel}; channels sorted by size, log scale, one line per layer."""
+    if not absmax:
+        raise ValueError("absmax must be a non-empty {layer name: tensor} dict")
+    fig, ax = new_figure(width=6.0, height=3.6)
+    for name, values in absmax.items():
+        v = np.sort(np.asarray(values, dtype=float))[::-1]
+        ax.plot(np.arange(1, len(v) + 1), v, lw=1.5, label=f"{name} (max/median {v[0] / np.median(v):.1f}x)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("input channel, sorted by its largest |activation|")
+    ax.set_ylabel("max |activation| over calibration tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title or "activation outliers per input channel", fontsize=9)
+    return fig, ax
+
+
+def plot_quant_table(rows: list, baseline: dict, *, title: str = ""):
+    """rows: dicts with "method", "bits", "accuracy", "accuracy_se", "nll_change", "nll_change_se";
+    baseline: {"accuracy": ...} of the float model. Left: accuracy ± 1.96 SE; right: change in reply NLL ± 1.96 SE."""
+    if not rows:
+        raise ValueError("rows must be a non-empty list of quantization results")
+    fig, axes = new_figure(1, 2, width=4.2, height=3.6)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for k, method in enumerate(methods):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["bits"])
+        bits = np.array([r["bits"] for r in pts]) + 0.06 * (k - (len(methods) - 1) / 2)
+        for ax, key in ((axes[0], "accuracy"), (axes[1], "nll_change")):
+            ax.errorbar(bits, [r[key] for r in pts], yerr=[1.96 * r[f"{key}_se"] for r in pts], fmt="o-", ms=4,
+                        capsize=2, label=method)
+    axes[0].axhline(baseline["accuracy"], color="k", ls="--", lw=1, label="float model")
+    axes[1].axhline(0, color="k", ls="--", lw=1)
+    axes[1].set_yscale("symlog", linthresh=0.01)
+    for ax, label in ((axes[0], "held-out accuracy (exact match)"), (axes[1], "change in reply NLL (nats/token)")):
+        ax.set_xlabel("bits per weight")
+        ax.set_ylabel(label)
+        ax.set_xticks(sorted({r["bits"] for r in rows}))
+        ax.grid(alpha=0.3)
+    legend_below(fig, axes[0], title or "quantized course-tiny-sft (bars: 95 %)")
+    return fig, axes
+
+
+def plot_kl_fits(bins, teacher, fits: dict, *, title: str = ""):
+    """A bimodal teacher distribution over `bins` and the one-bump students fitted to it: {label: probabilities}."""
+    fig, ax = new_figure(width=5.5, height=3.4)
+    ax.bar(bins, teacher, width=0.9, color="0.8", label="teacher p")
+    for label, probs in fits.items():
+        ax.plot(bins, probs, "o-", ms=3, label=label)
+    ax.set_xlabel("token id (a toy vocabulary)")
+    ax.set_ylabel("probability")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "one bump fitted to two: forward KL covers both, reverse KL picks one", fontsize=9)
+    return fig, ax
+
+
+def plot_distill(rows: list, teacher: float, init: float, *, title: str = ""):
+    """rows: dicts with "method", "accuracy" (mean over seeds), "se", "seeds" (per-seed accuracies): bars ± 1.96 SE,
+    the seeds as dots, the teacher and the untrained student as lines."""
+    if not rows:
+        raise ValueError("rows must be a non-empty list of distillation results")
+    fig, ax = new_figure(width=6.5, height=3.6)
+    x = np.arange(len(rows))
+    ax.bar(x, [r["accuracy"] for r in rows], yerr=[1.96 * r["se"] for r in rows], capsize=3, color="C0", alpha=0.7)
+    for i, r in enumerate(rows):
+        ax.plot([i] * len(r["seeds"]), r["seeds"], "k.", ms=4)
+    ax.axhline(teacher, color="C3", ls="--", lw=1, label=f"teacher (4 layers) {teacher:.3f}")
+    ax.axhline(init, color="0.4", ls=":", lw=1, label=f"student before training {init:.3f}")
+    ax.set_xticks(x, [r["method"] for r in rows], fontsize=8)
+    ax.set_ylabel("held-out accuracy (mean of seeds)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title or "3-layer student, same budget (bars: 95 % over seeds; dots: seeds)", fontsize=9)
+    return fig, ax
