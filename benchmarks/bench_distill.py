@@ -10,6 +10,17 @@ distillation on the same replies, beta 0 / 1 / 0.5), seq_kd (cross-entropy on th
 same prompts), on_policy (the student samples a reply, the teacher's distribution scores every token: reverse KL).
 Held-out greedy accuracy on 200 test-split tasks per family (addition, sort, count), per problem, for paired SEs.
 Results: benchmarks/results/distill.json.
+
+Measured on 2 CPU cores (600 tasks per seed; teacher 0.875, student before training 0.157). Accuracy, mean of the three
+seeds ± SE over seeds, and the change from sft on the same tasks and seeds (paired, n = 1800):
+    sft         0.568 ± 0.012
+    forward_kl  0.542 ± 0.001   -0.026 ± 0.007
+    seq_kd      0.540 ± 0.008   -0.028 ± 0.008
+    jsd         0.478 ± 0.008   -0.090 ± 0.009
+    reverse_kl  0.456 ± 0.006   -0.113 ± 0.010
+    on_policy   0.444 ± 0.006   -0.124 ± 0.010
+No method relearns sort (at most 0.09; the teacher 0.97). One learning rate for all methods (2e-3, chosen for sft in a
+pilot run); the divergence losses were not tuned separately.
 """
 
 from __future__ import annotations
