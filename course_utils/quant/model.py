@@ -152,7 +152,7 @@ class _STEQuant(nn.Module):
 
 
 def qat_train(model: nn.Module, tokenizer, bits: int, group_size: int | None = None, *, steps: int = 100,
-              batch_size: int = 16, lr: float = 2e-4, n_train: int = 4000, seed: int = 0) -> list[float]:
+              batch_size: int = 16, lr: float = 1e-3, n_train: int = 4000, seed: int = 0) -> list[float]:
     """Quantization-aware fine-tuning in place: every quantized linear layer computes with fake_quant_ste(weight)
     while the float weights train on SFT conversations; at the end the weights are left on the grid.
     Returns the per-step losses."""
