@@ -1,6 +1,7 @@
 """Memory and CPU speed of quantized weights: course-tiny-sft and a randomly initialised Qwen3-0.6B-shaped model, in
 float32, bfloat16, bitsandbytes' LLM.int8() (Linear8bitLt, outlier threshold 6) and NF4 (Linear4bit, double
-quantization), every linear layer but the tied embedding / lm_head replaced.
+quantization, bfloat16 compute), every linear layer but the tied embedding / lm_head replaced; the embedding and the
+norms stay in bfloat16.
 
     python benchmarks/bench_quant.py            # about 10 minutes on 2 CPU cores
 
@@ -10,9 +11,8 @@ one warm-up). Notebook 11 prints the table; fake-quantized models (lecture 11's 
 at float32 speed. Results: benchmarks/results/quant_speed.json.
 
 Measured on 2 CPU cores (weights MiB, ms per token):
-    course-tiny-sft     float32 12.2, 3.4   bfloat16 6.1, 4.5   int8 3.8, 7.9    nf4 2.4, 3.6
-    Qwen3-0.6B-shaped   float32 2274, 163   bfloat16 1137, 82   int8 1015, 93    nf4 810, 201
-The int8 and nf4 models keep the embedding (tied to lm_head) in float32.
+    course-tiny-sft     float32 12.2, 1.9   bfloat16 6.1, 2.0   int8 3.3, 6.3   nf4 1.9, 4.7
+    Qwen3-0.6B-shaped   float32 2273.8, 149.9   bfloat16 1136.9, 80.3   int8 718.2, 73.3   nf4 513.5, 367.4
 """
 
 from __future__ import annotations
@@ -48,11 +48,11 @@ def to_int8(model: nn.Module, threshold: float = 6.0) -> nn.Module:
     return model
 
 
-FORMATS = {
+FORMATS = {  # the embedding (tied to lm_head) and the norms in bfloat16 in every format but float32
     "float32": lambda m: m.float(),
     "bfloat16": lambda m: m.to(torch.bfloat16),
-    "int8 (LLM.int8)": to_int8,
-    "nf4": quantize_model_nf4,
+    "int8 (LLM.int8)": lambda m: to_int8(m.to(torch.bfloat16)),
+    "nf4": lambda m: quantize_model_nf4(m.to(torch.bfloat16), compute_dtype=torch.bfloat16),
 }
 
 

@@ -66,7 +66,7 @@ def generalized_jsd_loss(student_logits: torch.Tensor, teacher_logits: torch.Ten
     return div[mask].sum() / mask.sum().clamp_min(1)
 
 
-def fit_one_bump(teacher_probs: torch.Tensor, beta: float, steps: int = 400, lr: float = 0.05,
+def fit_one_bump(teacher_probs: torch.Tensor, beta: float, steps: int = 2000, lr: float = 0.05,
                  init_mean: float | None = None) -> torch.Tensor:
     """The toy picture of forward vs reverse KL: fit a one-bump student q ∝ exp(-(i - μ)² / 2σ²) over a vocabulary
     of len(teacher_probs) to a teacher p by Adam on token_divergence(beta). Returns q (V,)."""

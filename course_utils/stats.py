@@ -106,6 +106,20 @@ def mean_sd(values: Sequence) -> tuple[float, float]:
     return m, sd
 
 
+def seed_interval(values: Sequence, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, SE, half-width of the t interval) of a few per-seed values: with 3 seeds the 95 % interval is
+    ±4.30 SE (Student's t with 2 degrees of freedom), not ±1.96 SE."""
+    from scipy.stats import t as student_t
+
+    values = _as_floats("values", values)
+    if len(values) < 2:
+        raise ValueError(f"values must hold at least 2 seeds for a spread, got {len(values)}")
+    mean, sd = mean_sd(values)
+    se = sd / math.sqrt(len(values))
+    return mean, se, float(student_t.ppf(0.5 + check_number("level", level, 0, 1, low_open=True, high_open=True) / 2,
+                                         len(values) - 1)) * se
+
+
 def majority_baseline(answers: Sequence[str]) -> tuple[str, float]:
     """The most common answer and the accuracy of always giving it (the baseline every accuracy is shown against)."""
     if not answers:

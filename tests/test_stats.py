@@ -141,3 +141,11 @@ def test_pass_at_k_bad_arguments():
         pass_at_k(4, 5, 1)
     with pytest.raises(ValueError, match="k must be"):
         pass_at_k(4, 1, 5)
+
+
+def test_seed_interval_uses_student_t():
+    mean, se, half = stats.seed_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and abs(se - 1 / math.sqrt(3)) < 1e-12
+    assert abs(half / se - 4.303) < 1e-3  # t(0.975, 2 df) from the tables
+    with pytest.raises(ValueError, match="values"):
+        stats.seed_interval([1.0])

@@ -53,13 +53,16 @@ def plot_quant_table(rows: list, baseline: dict, *, title: str = ""):
     methods = list(dict.fromkeys(r["method"] for r in rows))
     for k, method in enumerate(methods):
         pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["bits"])
-        bits = np.array([r["bits"] for r in pts]) + 0.06 * (k - (len(methods) - 1) / 2)
+        bits = np.array([r["bits"] for r in pts]) + 0.12 * (k - (len(methods) - 1) / 2)
         for ax, key in ((axes[0], "accuracy"), (axes[1], "nll_change")):
             ax.errorbar(bits, [r[key] for r in pts], yerr=[1.96 * r[f"{key}_se"] for r in pts], fmt="o-", ms=4,
                         capsize=2, label=method)
     axes[0].axhline(baseline["accuracy"], color="k", ls="--", lw=1, label="float model")
     axes[1].axhline(0, color="k", ls="--", lw=1)
     axes[1].set_yscale("symlog", linthresh=0.01)
+    top = max(r["nll_change"] + 1.96 * r["nll_change_se"] for r in rows)
+    bottom = min(r["nll_change"] - 1.96 * r["nll_change_se"] for r in rows)
+    axes[1].set_ylim(min(bottom * 1.5, -0.01), top * 2)
     for ax, label in ((axes[0], "held-out accuracy (exact match)"), (axes[1], "change in reply NLL (nats/token)")):
         ax.set_xlabel("bits per weight")
         ax.set_ylabel(label)
@@ -83,20 +86,22 @@ def plot_kl_fits(bins, teacher, fits: dict, *, title: str = ""):
 
 
 def plot_distill(rows: list, teacher: float, init: float, *, title: str = ""):
-    """rows: dicts with "method", "accuracy" (mean over seeds), "se", "seeds" (per-seed accuracies): bars ± 1.96 SE,
-    the seeds as dots, the teacher and the untrained student as lines."""
+    """rows: dicts with "method", "accuracy" (mean over seeds), "half_width" (of its 95 % t interval, stats.seed_interval),
+    "seeds" (per-seed accuracies): bars with intervals, the seeds as dots, the teacher and the untrained student as
+    lines."""
     if not rows:
         raise ValueError("rows must be a non-empty list of distillation results")
     fig, ax = new_figure(width=6.5, height=3.6)
     x = np.arange(len(rows))
-    ax.bar(x, [r["accuracy"] for r in rows], yerr=[1.96 * r["se"] for r in rows], capsize=3, color="C0", alpha=0.7)
+    ax.bar(x, [r["accuracy"] for r in rows], yerr=[r["half_width"] for r in rows], capsize=3, color="C0", alpha=0.5,
+           ecolor="0.3")
     for i, r in enumerate(rows):
-        ax.plot([i] * len(r["seeds"]), r["seeds"], "k.", ms=4)
+        ax.plot(i + np.linspace(-0.15, 0.15, len(r["seeds"])), r["seeds"], "o", color="k", ms=4, label=None)
     ax.axhline(teacher, color="C3", ls="--", lw=1, label=f"teacher (4 layers) {teacher:.3f}")
     ax.axhline(init, color="0.4", ls=":", lw=1, label=f"student before training {init:.3f}")
     ax.set_xticks(x, [r["method"] for r in rows], fontsize=8)
     ax.set_ylabel("held-out accuracy (mean of seeds)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(title or "3-layer student, same budget (bars: 95 % over seeds; dots: seeds)", fontsize=9)
+    ax.set_title(title or "3-layer student, same budget (bars: 95 % t interval over seeds; dots: the seeds)", fontsize=9)
     return fig, ax
