@@ -76,8 +76,8 @@ def plot_kl_fits(bins, teacher, fits: dict, *, title: str = ""):
     """A bimodal teacher distribution over `bins` and the one-bump students fitted to it: {label: probabilities}."""
     fig, ax = new_figure(width=5.5, height=3.4)
     ax.bar(bins, teacher, width=0.9, color="0.8", label="teacher p")
-    for label, probs in fits.items():
-        ax.plot(bins, probs, "o-", ms=3, label=label)
+    for (label, probs), style in zip(fits.items(), ("-", "--", ":", "-.")):
+        ax.plot(bins, probs, style, marker="o", ms=3, lw=2, label=label)
     ax.set_xlabel("token id (a toy vocabulary)")
     ax.set_ylabel("probability")
     ax.legend(fontsize=8)
@@ -102,6 +102,6 @@ def plot_distill(rows: list, teacher: float, init: float, *, title: str = ""):
     ax.set_xticks(x, [r["method"] for r in rows], fontsize=8)
     ax.set_ylabel("held-out accuracy (mean of seeds)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
     ax.set_title(title or "3-layer student, same budget (bars: 95 % t interval over seeds; dots: the seeds)", fontsize=9)
     return fig, ax
