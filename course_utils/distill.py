@@ -155,14 +155,21 @@ def distill_loss(student, teacher, batch: dict[str, torch.Tensor], loss: str, te
 
 @dataclass
 class DistillResult:
+    """A run's method, per-step losses, wall time and configuration."""
+
     method: str
     losses: list[float]
     seconds: float
     config: dict
 
 
-def distill(student, teacher, tokenizer, method: str, cfg: DistillConfig | None = None) -> DistillResult:
-    """Train `student` in place for cfg.steps with `method` (a key of METHODS) and return its losses."""
+def distill(student, teacher, tokenizer, method: str, cfg: DistillConfig | None = None, *,
+            checkpoint_dir=None, resume: bool = False, stop_at_step: int | None = None) -> DistillResult:
+    """Train `student` in place for cfg.steps with `method` (a key of METHODS) and return its losses.
+
+    checkpoint_dir: save safetensors checkpoints there every quarter of the run; resume=True continues from the
+    latest one (a resumed run equals an uninterrupted one). stop_at_step: stop early (simulates an interruption).
+    """
     from .data import make_tasks
     from .grpo.rollout import sample_completions
     from .sft import build_sft_example, collate, generate_replies
@@ -191,7 +198,9 @@ def distill(student, teacher, tokenizer, method: str, cfg: DistillConfig | None 
             return _reply_batch(sample_completions(student, tokenizer, [prompts[i] for i in idx],
                                                    max_new_tokens=cfg.max_new_tokens, generator=gen))
 
+    tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=max(1, cfg.steps // 10), seed=cfg.seed,
+                       checkpoint_dir=checkpoint_dir, save_every=0 if checkpoint_dir is None else max(1, cfg.steps // 4))
     result = train(student, lambda model, batch: distill_loss(model, teacher, batch, loss, cfg.temperature), data,
-                   TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=max(1, cfg.steps // 10), seed=cfg.seed))
+                   tcfg, resume=resume, stop_at_step=stop_at_step)
     student.eval()
     return DistillResult(method, result.losses, time.time() - t0, asdict(cfg))

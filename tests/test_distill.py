@@ -80,3 +80,17 @@ def test_bad_inputs_name_the_argument(tiny):
     ]:
         with pytest.raises((ValueError, TypeError), match=words):
             call()
+
+
+@pytest.mark.parametrize("method", ["forward_kl", "on_policy"])
+def test_resumed_distillation_equals_an_uninterrupted_run(tiny, tmp_path, method):
+    model, tok = tiny
+    cfg = distill.DistillConfig(steps=4, batch_size=2, n_prompts=8, max_new_tokens=6)
+    whole = distill.make_student(model, (0, 3))
+    distill.distill(whole, model, tok, method, cfg)
+    cut = distill.make_student(model, (0, 3))
+    distill.distill(cut, model, tok, method, cfg, checkpoint_dir=tmp_path, stop_at_step=2)
+    resumed = distill.make_student(model, (0, 3))
+    distill.distill(resumed, model, tok, method, cfg, checkpoint_dir=tmp_path, resume=True)
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

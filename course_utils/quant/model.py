@@ -1,10 +1,10 @@
 """Quantizing a whole model: calibration inputs of every linear layer, the quantizers behind one signature,
-model bytes, held-out perplexity per row, and quantization-aware training (QAT) with the straight-through estimator.
+model bytes, the held-out reply NLL, and quantization-aware training (QAT) with the straight-through estimator.
 
 Weights are fake-quantized: each quantized matrix is stored back as the float matrix it dequantizes to, so any
-method runs through the same model code and accuracy and perplexity are exactly those of the quantized model.
-The bytes are counted as a packed format would store them (model_bytes); speed needs real low-bit kernels
-(benchmarks/bench_quant.py measures bitsandbytes' and torch's).
+method runs through the same model code, and accuracy and perplexity are those of the quantized weights. The bytes
+are counted as a packed format would store them (model_bytes); speed needs real low-bit kernels
+(benchmarks/bench_quant.py measures bitsandbytes').
 """
 
 from __future__ import annotations
@@ -108,7 +108,8 @@ def model_bytes(model: nn.Module, bits: int | None, group_size: int | None = Non
     return total_bits // 8
 
 
-def heldout_batch(tokenizer, n: int = 300, families: list[str] | None = None, seed: int = 12345) -> dict[str, torch.Tensor]:
+def heldout_batch(tokenizer, n: int = 300, families: list[str] | None = None,
+                  seed: int = 12345) -> dict[str, torch.Tensor]:
     """A padded batch (input_ids, attention_mask, labels) of `n` test-split task conversations of `families` (None:
     all): the text the chat model serves (the SFT model has forgotten its pretraining prose). labels are -100
     outside the replies."""
