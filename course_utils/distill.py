@@ -61,7 +61,8 @@ def generalized_jsd_loss(student_logits: torch.Tensor, teacher_logits: torch.Ten
         return div.sum() / max(div.shape[0], 1)
     check_tensor("labels", labels)
     if labels.shape != div.shape:
-        raise ValueError(f"labels must have shape {tuple(div.shape)} like the logits without V, got {tuple(labels.shape)}")
+        raise ValueError(f"labels must have shape {tuple(div.shape)} like the logits without V, "
+                         f"got {tuple(labels.shape)}")
     mask = labels != -100
     return div[mask].sum() / mask.sum().clamp_min(1)
 
@@ -198,8 +199,9 @@ def distill(student, teacher, tokenizer, method: str, cfg: DistillConfig | None 
             return _reply_batch(sample_completions(student, tokenizer, [prompts[i] for i in idx],
                                                    max_new_tokens=cfg.max_new_tokens, generator=gen))
 
+    save_every = 0 if checkpoint_dir is None else max(1, cfg.steps // 4)
     tcfg = TrainConfig(steps=cfg.steps, lr=cfg.lr, warmup=max(1, cfg.steps // 10), seed=cfg.seed,
-                       checkpoint_dir=checkpoint_dir, save_every=0 if checkpoint_dir is None else max(1, cfg.steps // 4))
+                       checkpoint_dir=checkpoint_dir, save_every=save_every)
     result = train(student, lambda model, batch: distill_loss(model, teacher, batch, loss, cfg.temperature), data,
                    tcfg, resume=resume, stop_at_step=stop_at_step)
     student.eval()

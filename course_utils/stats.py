@@ -114,10 +114,10 @@ def seed_interval(values: Sequence, level: float = 0.95) -> tuple[float, float, 
     values = _as_floats("values", values)
     if len(values) < 2:
         raise ValueError(f"values must hold at least 2 seeds for a spread, got {len(values)}")
+    level = check_number("level", level, 0, 1, low_open=True, high_open=True)
     mean, sd = mean_sd(values)
     se = sd / math.sqrt(len(values))
-    return mean, se, float(student_t.ppf(0.5 + check_number("level", level, 0, 1, low_open=True, high_open=True) / 2,
-                                         len(values) - 1)) * se
+    return mean, se, float(student_t.ppf(0.5 + level / 2, len(values) - 1)) * se
 
 
 def majority_baseline(answers: Sequence[str]) -> tuple[str, float]:

@@ -86,8 +86,8 @@ def plot_kl_fits(bins, teacher, fits: dict, *, title: str = ""):
 
 
 def plot_distill(rows: list, teacher: float, init: float, *, title: str = ""):
-    """rows: dicts with "method", "accuracy" (mean over seeds), "half_width" (of its 95 % t interval, stats.seed_interval),
-    "seeds" (per-seed accuracies): bars with intervals, the seeds as dots, the teacher and the untrained student as
+    """rows: dicts with "method", "accuracy" (mean over seeds), "half_width" (of its 95 % t interval,
+    stats.seed_interval), "seeds" (per-seed accuracies): bars with intervals, the seeds as dots, the teacher and the untrained student as
     lines."""
     if not rows:
         raise ValueError("rows must be a non-empty list of distillation results")
@@ -103,5 +103,6 @@ def plot_distill(rows: list, teacher: float, init: float, *, title: str = ""):
     ax.set_ylabel("held-out accuracy (mean of seeds)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
-    ax.set_title(title or "3-layer student, same budget (bars: 95 % t interval over seeds; dots: the seeds)", fontsize=9)
+    ax.set_title(title or "3-layer student, same budget (bars: 95 % t interval over seeds; dots: the seeds)",
+                 fontsize=9)
     return fig, ax

@@ -1,5 +1,5 @@
-"""Post-training quantization (量化) from scratch: round-to-nearest grids, activation outliers (LLM.int8, SmoothQuant),
-GPTQ, AWQ, quantization-aware training, and applying them to a whole model.
+"""Post-training quantization (量化) from scratch: round-to-nearest grids, activation outliers (LLM.int8,
+SmoothQuant), GPTQ, AWQ, quantization-aware training, and applying them to a whole model.
 
     codes, scales = quantize_absmax(w, bits=4, group_size=64)     # symmetric, per output row (per group if given)
     w_hat = dequantize_absmax(codes, scales, group_size=64)
@@ -22,5 +22,6 @@ from .rtn import (dequantize_absmax, dequantize_zeropoint, fake_quantize, quanti
 __all__ = ["QUANTIZERS", "activation_absmax", "awq_quantize", "collect_linear_inputs", "dequantize_absmax",
            "dequantize_zeropoint", "fake_quant_ste", "fake_quantize", "fake_quantize_activations", "gptq_quantize",
            "heldout_batch", "input_hessian", "llm_int8_matmul", "model_bytes", "qat_train",
-           "quantize_absmax", "quantize_model", "quantize_zeropoint", "quantized_linear_names", "relative_error", "reply_nll",
+           "quantize_absmax", "quantize_model", "quantize_zeropoint", "quantized_linear_names", "relative_error",
+           "reply_nll",
            "smoothquant_scales", "w8a8_matmul"]
