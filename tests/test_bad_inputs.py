@@ -340,7 +340,7 @@ def _drive(widget) -> int:
 
 
 @pytest.mark.parametrize("which", ["decoding_explorer", "attention_explorer", "memory_explorer", "rope_explorer",
-                                   "moe_explorer"])
+                                   "moe_explorer", "quant_explorer"])
 def test_widget_controls_at_extremes(which):
     from course_utils import widgets
 
@@ -348,6 +348,8 @@ def test_widget_controls_at_extremes(which):
     assert fn is not None, f"widgets.{which} is missing"
     if which in ("memory_explorer", "rope_explorer", "moe_explorer"):
         w = fn()
+    elif which == "quant_explorer":
+        w = fn(n_calibration=4)
     elif which == "attention_explorer":
         m, t = cu.load_model("course-tiny", device="cpu", attn_implementation="eager")
         w = fn(m, t, "Once upon a time")

@@ -209,3 +209,14 @@ def test_bad_inputs_name_the_argument(tiny):
     ]:
         with pytest.raises((ValueError, TypeError), match=words):
             call()
+
+
+def test_layer_errors_are_the_rounding_errors_of_that_layer():
+    gen = _gen(8)
+    w, calib, test = torch.randn(16, 32, generator=gen), torch.randn(64, 32, generator=gen), torch.randn(50, 32, generator=gen)
+    report = quant.layer_errors(w, calib, test, "rtn", 3, 16)
+    w_hat = quant.fake_quantize(w, 3, 16)
+    assert torch.equal(report["w_hat"], w_hat)
+    assert abs(report["weight_error"] - ((w - w_hat).norm() / w.norm()).item()) < 1e-6
+    assert abs(report["output_error"] - ((test @ (w_hat - w).T).norm() / (test @ w.T).norm()).item()) < 1e-6
+    assert quant.layer_errors(w, calib, test, "gptq", 3)["output_error"] > 0

@@ -1,5 +1,6 @@
-"""Lecture 11 (quantization and distillation) plots: rounding error against bits, activation outliers per channel,
-the quantized-model table (accuracy and perplexity against bits), forward vs reverse KL fits, the distillation table."""
+"""Lecture 11 (quantization and distillation) plots: rounding error against bits, one row's grid, activation outliers
+per channel, the quantized-model table (accuracy and perplexity against bits), forward vs reverse KL fits, the
+distillation table."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ def plot_error_vs_bits(rows: list, *, title: str = ""):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "round-to-nearest error against bits", fontsize=9)
+    return fig, ax
+
+
+def plot_weight_grid(w_row, w_hat_row, *, title: str = ""):
+    """One weight row: a histogram of its float values and the grid values its quantized copy uses (vertical lines)."""
+    w_row, w_hat_row = np.asarray(w_row, dtype=float), np.asarray(w_hat_row, dtype=float)
+    fig, ax = new_figure(width=6.0, height=3.0)
+    ax.hist(w_row, bins=60, color="0.6", label="float weights of the row")
+    levels = np.unique(np.round(w_hat_row, 8))
+    for k, level in enumerate(levels):
+        ax.axvline(level, color="C3", lw=1, alpha=0.8, label="values after quantization" if k == 0 else None)
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("weights in the row")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title or f"{len(levels)} distinct values after quantization", fontsize=9)
     return fig, ax
 
 

@@ -12,8 +12,8 @@ whole-model quantization, QAT, bytes).
 
 from .awq import awq_quantize
 from .gptq import gptq_quantize, input_hessian
-from .model import (QUANTIZERS, collect_linear_inputs, fake_quant_ste, heldout_batch, model_bytes, reply_nll,
-                    qat_train, quantize_model, quantized_linear_names)
+from .model import (QUANTIZERS, collect_linear_inputs, fake_quant_ste, heldout_batch, layer_errors, model_bytes,
+                    qat_train, quantize_model, quantized_linear_names, reply_nll)
 from .outliers import (activation_absmax, fake_quantize_activations, llm_int8_matmul, smoothquant_scales,
                        w8a8_matmul)
 from .rtn import (dequantize_absmax, dequantize_zeropoint, fake_quantize, quantize_absmax, quantize_zeropoint,
@@ -21,7 +21,7 @@ from .rtn import (dequantize_absmax, dequantize_zeropoint, fake_quantize, quanti
 
 __all__ = ["QUANTIZERS", "activation_absmax", "awq_quantize", "collect_linear_inputs", "dequantize_absmax",
            "dequantize_zeropoint", "fake_quant_ste", "fake_quantize", "fake_quantize_activations", "gptq_quantize",
-           "heldout_batch", "input_hessian", "llm_int8_matmul", "model_bytes", "qat_train",
+           "heldout_batch", "input_hessian", "layer_errors", "llm_int8_matmul", "model_bytes", "qat_train",
            "quantize_absmax", "quantize_model", "quantize_zeropoint", "quantized_linear_names", "relative_error",
            "reply_nll",
            "smoothquant_scales", "w8a8_matmul"]

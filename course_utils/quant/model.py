@@ -48,6 +48,18 @@ QUANTIZERS = {"rtn": _rtn, "gptq": _gptq, "awq": _awq, "nf4": _nf4}
 NEEDS_CALIBRATION = ("gptq", "awq")
 
 
+def layer_errors(w: torch.Tensor, calibration: torch.Tensor, test: torch.Tensor, method: str, bits: int,
+                 group_size: int | None = None) -> dict[str, float]:
+    """One layer quantized by `method` (calibrated on `calibration` inputs (N, in)): its relative weight error and
+    its relative output error on other inputs `test` (M, in), plus the quantized matrix ("w_hat")."""
+    check_choice("method", method, list(QUANTIZERS))
+    w = w.detach().float()
+    w_hat, _ = QUANTIZERS[method](w, calibration.float(), bits, group_size)
+    reference = test.float() @ w.T
+    return {"weight_error": relative_error(w, w_hat), "w_hat": w_hat,
+            "output_error": float((test.float() @ w_hat.T - reference).norm() / reference.norm())}
+
+
 def quantized_linear_names(model: nn.Module, skip=("lm_head",)) -> list[str]:
     """Names of the nn.Linear layers a weight-only quantizer replaces (the tied embedding / lm_head stays float)."""
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not any(s in n for s in skip)]
