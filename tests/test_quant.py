@@ -220,3 +220,16 @@ def test_layer_errors_are_the_rounding_errors_of_that_layer():
     assert abs(report["weight_error"] - ((w - w_hat).norm() / w.norm()).item()) < 1e-6
     assert abs(report["output_error"] - ((test @ (w_hat - w).T).norm() / (test @ w.T).norm()).item()) < 1e-6
     assert quant.layer_errors(w, calib, test, "gptq", 3)["output_error"] > 0
+
+
+def test_resumed_qat_equals_an_uninterrupted_run(tiny, tmp_path):
+    model, tok = tiny
+    kwargs = dict(bits=3, steps=4, batch_size=2, n_train=8)
+    whole, _ = quant.quantize_model(model, "rtn", 3)
+    quant.qat_train(whole, tok, **kwargs)
+    cut, _ = quant.quantize_model(model, "rtn", 3)
+    quant.qat_train(cut, tok, **kwargs, checkpoint_dir=tmp_path, stop_at_step=2)
+    resumed, _ = quant.quantize_model(model, "rtn", 3)
+    quant.qat_train(resumed, tok, **kwargs, checkpoint_dir=tmp_path, resume=True)
+    for a, b in zip(whole.parameters(), resumed.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -165,9 +165,11 @@ class _STEQuant(nn.Module):
 
 
 def qat_train(model: nn.Module, tokenizer, bits: int, group_size: int | None = None, *, steps: int = 100,
-              batch_size: int = 16, lr: float = 1e-3, n_train: int = 4000, seed: int = 0) -> list[float]:
+              batch_size: int = 16, lr: float = 1e-3, n_train: int = 4000, seed: int = 0, checkpoint_dir=None,
+              resume: bool = False, stop_at_step: int | None = None) -> list[float]:
     """Quantization-aware fine-tuning in place: every quantized linear layer computes with fake_quant_ste(weight)
     while the float weights train on SFT conversations; at the end the weights are left on the grid.
+    checkpoint_dir / resume / stop_at_step as in train.train (safetensors every quarter of the run).
     Returns the per-step losses."""
     from torch.nn.utils import parametrize
 
@@ -185,8 +187,9 @@ def qat_train(model: nn.Module, tokenizer, bits: int, group_size: int | None = N
     try:
         examples = [build_sft_example(tokenizer, c) for c in make_sft_conversations(n_train, "train", seed=seed + 7)]
         data = make_batch_fn(examples, batch_size, tokenizer.pad_token_id, seed=seed)
-        result = train(model, sft_loss_fn, data, TrainConfig(steps=steps, lr=lr, warmup=max(1, steps // 10),
-                                                            seed=seed))
+        tcfg = TrainConfig(steps=steps, lr=lr, warmup=max(1, steps // 10), seed=seed, checkpoint_dir=checkpoint_dir,
+                           save_every=0 if checkpoint_dir is None else max(1, steps // 4))
+        result = train(model, sft_loss_fn, data, tcfg, resume=resume, stop_at_step=stop_at_step)
     finally:
         for name in names:
             parametrize.remove_parametrizations(modules[name], "weight", leave_parametrized=True)
