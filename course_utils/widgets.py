@@ -288,11 +288,12 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
     calib_inputs = quant.collect_linear_inputs(model, calib["input_ids"], calib["attention_mask"])
     test_inputs = quant.collect_linear_inputs(model, test["input_ids"], test["attention_mask"])
     modules = dict(model.named_modules())
-    layer = w.Dropdown(options=names, value=names[-1], description="layer")
-    method = w.Dropdown(options=["rtn", "gptq", "awq"], value="rtn", description="method")
-    bits = w.IntSlider(value=4, min=2, max=8, description="bits")
+    wide = dict(style={"description_width": "initial"}, layout=w.Layout(min_width="260px"))  # labels never cut
+    layer = w.Dropdown(options=names, value=names[-1], description="layer", **wide)
+    method = w.Dropdown(options=["rtn", "gptq", "awq"], value="rtn", description="method", **wide)
+    bits = w.IntSlider(value=4, min=2, max=8, description="bits", **wide)
     group = w.Dropdown(options=[("one scale per row", None), ("groups of 64", 64), ("groups of 32", 32)],
-                       value=None, description="scales")
+                       value=None, description="scales", **wide)
     out = w.Output()
 
     def update(*_):
@@ -310,5 +311,6 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
     for c in (layer, method, bits, group):
         c.observe(callback, names="value")
     callback()
-    return w.VBox([w.HBox([layer, method]), w.HBox([bits, group]), out])
+    row = w.Layout(flex_flow="row wrap")  # narrow screens wrap the controls instead of shrinking them
+    return w.VBox([w.HBox([layer, method], layout=row), w.HBox([bits, group], layout=row), out])
 
