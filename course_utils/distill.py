@@ -173,8 +173,8 @@ def distill(student, teacher, tokenizer, method: str, cfg: DistillConfig | None 
     """
     from .data import make_tasks
     from .grpo.rollout import sample_completions
-    from .sft import build_sft_example, collate, generate_replies
-    from .train import TrainConfig, random_batches, train
+    from .sft import build_sft_example, generate_replies, make_batch_fn
+    from .train import TrainConfig, train
 
     check_choice("method", method, list(METHODS))
     cfg = cfg or DistillConfig()
@@ -189,7 +189,7 @@ def distill(student, teacher, tokenizer, method: str, cfg: DistillConfig | None 
                    generate_replies(teacher, tokenizer, [t.prompt for t in tasks], max_new_tokens=cfg.max_new_tokens))
         examples = [build_sft_example(tokenizer, [{"role": "user", "content": t.prompt},
                                                   {"role": "assistant", "content": r}]) for t, r in zip(tasks, replies)]
-        data = random_batches(examples, cfg.batch_size, lambda rows: collate(rows, tokenizer.pad_token_id), cfg.seed)
+        data = make_batch_fn(examples, cfg.batch_size, tokenizer.pad_token_id, cfg.seed)
     else:
         prompts = [t.prompt for t in tasks]
 

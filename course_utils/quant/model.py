@@ -109,7 +109,8 @@ def quantize_model(model: nn.Module, method: str, bits: int, group_size: int | N
 def model_bytes(model: nn.Module, bits: int | None, group_size: int | None = None, scale_bits: int = 16) -> int:
     """Bytes of `model` stored with its quantized linear layers at `bits` per weight plus one `scale_bits` scale per
     row (group_size None) or per group, and every other parameter in 16 bits. bits None: everything in 16 bits."""
-    linear = {id(dict(model.named_modules())[n].weight) for n in quantized_linear_names(model)}
+    modules = dict(model.named_modules())
+    linear = {id(modules[n].weight) for n in quantized_linear_names(model)}
     total_bits = 0
     for p in {id(p): p for p in model.parameters()}.values():  # tied weights once
         if bits is not None and id(p) in linear:
