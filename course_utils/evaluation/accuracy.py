@@ -11,9 +11,9 @@ from typing import Sequence
 
 import math
 
-from .checks import check_int, check_items
-from .data import TASK_FAMILIES, Task
-from .stats import binomial_ci, majority_baseline
+from ..checks import check_int, check_items
+from ..data import TASK_FAMILIES, Task
+from ..stats import binomial_ci, majority_baseline
 
 
 def correct_by_family(tasks: list[Task], correct: Sequence) -> dict[str, list[bool]]:
