@@ -120,6 +120,47 @@ def seed_interval(values: Sequence, level: float = 0.95) -> tuple[float, float, 
     return mean, se, float(student_t.ppf(0.5 + level / 2, len(values) - 1)) * se
 
 
+def problems_needed(gain: float, *, p: float | None = None, discordance: float | None = None, min_z: float = 2.0,
+                    power: float = 0.8) -> int:
+    """Problems per model so that a true accuracy gain shows as >= min_z standard errors with probability `power`.
+
+    Paired (both models on the same problems; discordance = the share of problems where they disagree): the
+    per-problem difference has variance discordance - gain^2. Unpaired (p = the weaker model's accuracy, each model
+    on its own n problems): p(1 - p) + (p + gain)(1 - p - gain). Then n = (min_z + z_power)^2 variance / gain^2.
+    """
+    check_number("gain", gain, 0, 1, low_open=True)
+    check_number("min_z", min_z, 0, low_open=True)
+    check_number("power", power, 0, 1, low_open=True, high_open=True)
+    if (p is None) == (discordance is None):
+        raise ValueError(f"give exactly one of p (unpaired) and discordance (paired), got p={p!r}, "
+                         f"discordance={discordance!r}")
+    if discordance is not None:
+        check_number("discordance", discordance, gain, 1, allowed=f"a share in [gain = {gain}, 1]")
+        variance = discordance - gain ** 2
+    else:
+        check_number("p", p, 0, 1 - gain, allowed=f"an accuracy in [0, 1 - gain = {1 - gain:.3g}]")
+        variance = p * (1 - p) + (p + gain) * (1 - p - gain)
+    z_power = NormalDist().inv_cdf(power)
+    return max(1, math.ceil((min_z + z_power) ** 2 * variance / gain ** 2))
+
+
+def resampled_power(a: Sequence, b: Sequence, n: int, *, min_z: float = 2.0, draws: int = 2000, seed: int = 0) -> float:
+    """Share of `draws` evaluations of n problems, resampled with replacement from the paired 0/1 lists a and b, in
+    which b beats a by at least min_z paired standard errors (the check a notebook would run)."""
+    import torch
+
+    a, b = _as_floats("a", a), _as_floats("b", b)
+    if len(a) != len(b):
+        raise ValueError(f"a and b must have one entry per problem, got {len(a)} and {len(b)}")
+    check_int("n", n, 2)
+    check_int("draws", draws)
+    diffs = torch.tensor(b, dtype=torch.float64) - torch.tensor(a, dtype=torch.float64)
+    d = diffs[torch.randint(len(diffs), (draws, n), generator=torch.Generator().manual_seed(seed))]  # (draws, n)
+    mean, se = d.mean(1), d.std(1) / math.sqrt(n)
+    z = torch.where(se > 0, mean / se.clamp_min(1e-300), torch.where(mean > 0, math.inf, 0.0))
+    return float((z >= min_z).double().mean())
+
+
 def majority_baseline(answers: Sequence[str]) -> tuple[str, float]:
     """The most common answer and the accuracy of always giving it (the baseline every accuracy is shown against)."""
     if not answers:

@@ -1,7 +1,7 @@
 """Pure plotting helpers: each returns (fig, ax) and never writes files.
 
 One module per lecture: attention (01), norms (02), positional (03), moe (04), decoding (05), lora (06, with the
-memory plots), sft (07), dpo (08), grpo (09), rlhf (10), quant (11); figure.new_figure is the figure they all draw on.
+memory plots), sft (07), dpo (08), grpo (09), rlhf (10), quant (11), evaluation (12); figure.new_figure is the figure they all draw on.
 """
 
 from .figure import new_figure  # noqa: F401
@@ -24,3 +24,4 @@ from .grpo import (live_history, plot_grpo_history, plot_pass_at_k, plot_reward_
 from .rlhf import plot_best_of_n, plot_calibration, plot_overoptimization, plot_rlhf_history  # noqa: F401
 from .quant import (plot_channel_absmax, plot_distill, plot_error_vs_bits, plot_kl_fits,  # noqa: F401
                     plot_quant_table, plot_weight_grid)
+from .evaluation import plot_contamination, plot_judges, plot_se_vs_n  # noqa: F401

@@ -1,0 +1,70 @@
+"""Lecture 12 (evaluation) plots: the standard error of an accuracy against eval size, judges' accuracy under
+padding, and measured accuracy against the share of leaked test items."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .figure import new_figure
+
+
+def plot_se_vs_n(ns, curves: dict, *, gain: float | None = None, marks: dict | None = None, title: str = ""):
+    """curves: {label: SE at each n of `ns`}; gain: draws the line SE = gain / 2 (a gain seen at 2 SE below it);
+    marks: {label: n} vertical markers (e.g. the problems needed)."""
+    if not curves:
+        raise ValueError("curves must be a non-empty dict {label: standard errors}")
+    fig, ax = new_figure(width=6.0, height=3.6)
+    for label, se in curves.items():
+        ax.plot(ns, se, label=label)
+    if gain is not None:
+        ax.axhline(gain / 2, color="0.3", ls="--", lw=1, label=f"gain / 2 = {gain / 2:.3f} (a {gain:.3f} gain at 2 SE)")
+    for k, (label, n) in enumerate((marks or {}).items()):
+        ax.axvline(n, color=f"C{k}", ls=":", lw=1.2)
+        ax.annotate(f"{label}: n = {n}", (n, ax.get_ylim()[1]), xytext=(3, -12 - 12 * k), textcoords="offset points",
+                    fontsize=8, color=f"C{k}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("problems evaluated (n)")
+    ax.set_ylabel("standard error of the gain")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(title or "how the error bar shrinks with the eval size", fontsize=9)
+    return fig, ax
+
+
+def plot_judges(rows: dict, *, title: str = ""):
+    """rows: {judge: {condition: (accuracy, SE)}} -> grouped bars with 95 % error bars, chance at 0.5."""
+    if not rows:
+        raise ValueError("rows must be a non-empty dict {judge: {condition: (accuracy, se)}}")
+    judges, conditions = list(rows), list(next(iter(rows.values())))
+    fig, ax = new_figure(width=7.0, height=3.6)
+    width = 0.8 / len(conditions)
+    x = np.arange(len(judges))
+    for k, cond in enumerate(conditions):
+        acc = [rows[j][cond][0] for j in judges]
+        err = [1.96 * rows[j][cond][1] for j in judges]
+        ax.bar(x + (k - (len(conditions) - 1) / 2) * width, acc, width, yerr=err, capsize=3, label=cond)
+    ax.axhline(0.5, color="0.3", ls="--", lw=1, label="chance (a coin flip)")
+    ax.set_xticks(x, judges, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("agreement with the verifier")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax.set_title(title or "which reply is right? three judges, with and without padding (95 % intervals)", fontsize=9)
+    fig.tight_layout()
+    return fig, ax
+
+
+def plot_contamination(shares, accuracy, se, *, clean: float, leaked: float, title: str = ""):
+    """Measured accuracy (± 1.96 SE) against the share of test items that leaked into training, with the straight
+    line clean + share * (leaked - clean) it should follow."""
+    shares, accuracy, se = (np.asarray(v, dtype=float) for v in (shares, accuracy, se))
+    fig, ax = new_figure(width=5.5, height=3.6)
+    ax.errorbar(shares, accuracy, yerr=1.96 * se, fmt="o", capsize=3, label="measured on the mixed test set")
+    ax.plot([0, 1], [clean, leaked], "--", color="0.4", label="clean + share × (leaked − clean)")
+    ax.set_xlabel("share of test items seen in training")
+    ax.set_ylabel("measured accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or "a leaked test set measures memory, not skill", fontsize=9)
+    return fig, ax
