@@ -120,6 +120,19 @@ def seed_interval(values: Sequence, level: float = 0.95) -> tuple[float, float, 
     return mean, se, float(student_t.ppf(0.5 + level / 2, len(values) - 1)) * se
 
 
+def _gain_variance(gain: float, p: float | None, discordance: float | None) -> float:
+    """Variance of the per-problem gain: paired, discordance - gain^2; unpaired, p(1 - p) + (p + gain)(1 - p - gain)."""
+    check_number("gain", gain, 0, 1, low_open=True)
+    if (p is None) == (discordance is None):
+        raise ValueError(f"give exactly one of p (unpaired) and discordance (paired), got p={p!r}, "
+                         f"discordance={discordance!r}")
+    if discordance is not None:
+        check_number("discordance", discordance, gain, 1, allowed=f"a share in [gain = {gain}, 1]")
+        return discordance - gain ** 2
+    check_number("p", p, 0, 1 - gain, allowed=f"an accuracy in [0, 1 - gain = {1 - gain:.3g}]")
+    return p * (1 - p) + (p + gain) * (1 - p - gain)
+
+
 def problems_needed(gain: float, *, p: float | None = None, discordance: float | None = None, min_z: float = 2.0,
                     power: float = 0.8) -> int:
     """Problems per model so that a true accuracy gain shows as >= min_z standard errors with probability `power`.
@@ -128,20 +141,26 @@ def problems_needed(gain: float, *, p: float | None = None, discordance: float |
     per-problem difference has variance discordance - gain^2. Unpaired (p = the weaker model's accuracy, each model
     on its own n problems): p(1 - p) + (p + gain)(1 - p - gain). Then n = (min_z + z_power)^2 variance / gain^2.
     """
-    check_number("gain", gain, 0, 1, low_open=True)
+    variance = _gain_variance(gain, p, discordance)
     check_number("min_z", min_z, 0, low_open=True)
     check_number("power", power, 0, 1, low_open=True, high_open=True)
-    if (p is None) == (discordance is None):
-        raise ValueError(f"give exactly one of p (unpaired) and discordance (paired), got p={p!r}, "
-                         f"discordance={discordance!r}")
-    if discordance is not None:
-        check_number("discordance", discordance, gain, 1, allowed=f"a share in [gain = {gain}, 1]")
-        variance = discordance - gain ** 2
-    else:
-        check_number("p", p, 0, 1 - gain, allowed=f"an accuracy in [0, 1 - gain = {1 - gain:.3g}]")
-        variance = p * (1 - p) + (p + gain) * (1 - p - gain)
-    z_power = NormalDist().inv_cdf(power)
-    return max(1, math.ceil((min_z + z_power) ** 2 * variance / gain ** 2))
+    return max(1, math.ceil((min_z + NormalDist().inv_cdf(power)) ** 2 * variance / gain ** 2))
+
+
+def detection_power(n: int, gain: float, *, p: float | None = None, discordance: float | None = None,
+                    min_z: float = 2.0) -> float:
+    """Chance that an evaluation of n problems per model shows a true gain as >= min_z standard errors (normal
+    approximation): 1 - Phi(min_z - gain / SE), SE = sqrt(variance / n). The inverse of problems_needed."""
+    se = gain_se(n, gain, p=p, discordance=discordance)
+    check_number("min_z", min_z, 0, low_open=True)
+    return 1.0 - NormalDist().cdf(min_z - gain / se) if se > 0 else 1.0
+
+
+def gain_se(n: int, gain: float, *, p: float | None = None, discordance: float | None = None) -> float:
+    """Standard error of a measured gain on n problems per model, paired or unpaired (see problems_needed)."""
+    variance = _gain_variance(gain, p, discordance)
+    check_int("n", n)
+    return math.sqrt(variance / n)
 
 
 def resampled_power(a: Sequence, b: Sequence, n: int, *, min_z: float = 2.0, draws: int = 2000, seed: int = 0) -> float:

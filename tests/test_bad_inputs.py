@@ -340,13 +340,13 @@ def _drive(widget) -> int:
 
 
 @pytest.mark.parametrize("which", ["decoding_explorer", "attention_explorer", "memory_explorer", "rope_explorer",
-                                   "moe_explorer", "quant_explorer"])
+                                   "moe_explorer", "quant_explorer", "eval_size_explorer"])
 def test_widget_controls_at_extremes(which):
     from course_utils import widgets
 
     fn = getattr(widgets, which, None)
     assert fn is not None, f"widgets.{which} is missing"
-    if which in ("memory_explorer", "rope_explorer", "moe_explorer"):
+    if which in ("memory_explorer", "rope_explorer", "moe_explorer", "eval_size_explorer"):
         w = fn()
     elif which == "quant_explorer":
         w = fn(n_calibration=4)

@@ -5,6 +5,7 @@ The PASS side is tested by the solutions notebooks (their check cells are compar
 
 from __future__ import annotations
 
+import math
 import inspect
 
 import pytest
@@ -146,6 +147,26 @@ def _damage(model, tok, layer_type, bits):
     ("check_layer_damage", lambda m, t, lt, b: _damage(m, t, "proj", b), "expected"),
 ])
 def test_quant_check_hints(check, fn, expected, capsys):
+    getattr(cu.exercises, check)(fn)
+    out = capsys.readouterr().out
+    assert expected in out, out
+
+
+def _ngram_overlap(text, train_texts, n):
+    index = cu.evaluation.ngram_index(train_texts, n)
+    return cu.evaluation.overlap_ratios([text], index, n)[0]
+
+
+@pytest.mark.parametrize("check, fn, expected", [
+    ("check_cohen_kappa", cu.evaluation.cohen_kappa, "PASS"),
+    ("check_cohen_kappa", lambda a, b: sum(x == y for x, y in zip(a, b)) / len(a), "raw agreement"),
+    ("check_problems_needed", lambda g, d, min_z=2.0, power=0.8: cu.stats.problems_needed(
+        g, discordance=d, min_z=min_z, power=power), "PASS"),
+    ("check_problems_needed", lambda g, d, min_z=2.0, power=0.8: math.ceil(4 * (d - g * g) / g / g), "power quantile"),
+    ("check_ngram_overlap", _ngram_overlap, "PASS"),
+    ("check_ngram_overlap", lambda text, train, n: _ngram_overlap(text, train, n + 1), "expected"),
+])
+def test_evaluation_check_hints(check, fn, expected, capsys):
     getattr(cu.exercises, check)(fn)
     out = capsys.readouterr().out
     assert expected in out, out

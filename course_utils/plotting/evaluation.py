@@ -20,7 +20,7 @@ def plot_se_vs_n(ns, curves: dict, *, gain: float | None = None, marks: dict | N
         ax.axhline(gain / 2, color="0.3", ls="--", lw=1, label=f"gain / 2 = {gain / 2:.3f} (a {gain:.3f} gain at 2 SE)")
     for k, (label, n) in enumerate((marks or {}).items()):
         ax.axvline(n, color=f"C{k}", ls=":", lw=1.2)
-        ax.annotate(f"{label}: n = {n}", (n, ax.get_ylim()[1]), xytext=(3, -12 - 12 * k), textcoords="offset points",
+        ax.annotate(f"{label} = {n}", (n, ax.get_ylim()[1]), xytext=(3, -12 - 12 * k), textcoords="offset points",
                     fontsize=8, color=f"C{k}")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -43,7 +43,8 @@ def plot_judges(rows: dict, *, title: str = ""):
     for k, cond in enumerate(conditions):
         acc = [rows[j][cond][0] for j in judges]
         err = [1.96 * rows[j][cond][1] for j in judges]
-        ax.bar(x + (k - (len(conditions) - 1) / 2) * width, acc, width, yerr=err, capsize=3, label=cond)
+        bars = ax.bar(x + (k - (len(conditions) - 1) / 2) * width, acc, width, yerr=err, capsize=3, label=cond)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center")
     ax.axhline(0.5, color="0.3", ls="--", lw=1, label="chance (a coin flip)")
     ax.set_xticks(x, judges, fontsize=8)
     ax.set_ylim(0, 1.05)
@@ -67,4 +68,30 @@ def plot_contamination(shares, accuracy, se, *, clean: float, leaked: float, tit
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(title or "a leaked test set measures memory, not skill", fontsize=9)
+    return fig, ax
+
+
+def plot_gain_distribution(gain: float, ses: dict, *, min_z: float = 2.0, title: str = ""):
+    """ses: {design: SE of the measured gain}. One normal curve per design for the gain an evaluation measures around
+    the true `gain`, its min_z-SE threshold (dotted) and the shaded share of evaluations that pass it (the power)."""
+    from statistics import NormalDist
+
+    if not ses:
+        raise ValueError("ses must be a non-empty dict {design: standard error}")
+    fig, ax = new_figure(width=6.0, height=3.4)
+    width = 4 * max(ses.values())
+    x = np.linspace(min(0.0, gain - width), gain + width, 400)
+    for k, (name, se) in enumerate(ses.items()):
+        dist = NormalDist(gain, se)
+        y = np.array([dist.pdf(v) for v in x])
+        power = 1 - dist.cdf(min_z * se)
+        ax.plot(x, y, color=f"C{k}", label=f"{name}: SE {se:.4f}, power {power:.2f}")
+        ax.fill_between(x, y, where=x >= min_z * se, color=f"C{k}", alpha=0.25)
+        ax.axvline(min_z * se, color=f"C{k}", ls=":", lw=1.2)
+    ax.axvline(gain, color="0.3", lw=1, label=f"true gain {gain:.3f}")
+    ax.set_xlabel("gain an evaluation measures")
+    ax.set_ylabel("probability density")
+    ax.set_yticks([])
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or f"shaded: evaluations whose gain reaches {min_z:g} SE (dotted)", fontsize=9)
     return fig, ax
