@@ -1,11 +1,11 @@
 """course_utils: the heavy lifting behind the LLM course notebooks (one concept per module).
 
 Modules in lecture order: env, models, data, pretrain · attention (01) · norms (02) · positional, passkey (03) ·
-moe (04) · decoding (05) · lora, memory (06) · sft, train, evaluation (07) · dpo (08) · grpo, rewards (09) ·
-reward_model, ppo (10) · quant, distill (11) · stats, book (error bars for the lesson checks, and your numbers next to
+moe (04) · decoding (05) · lora, memory (06) · sft, train (07) · dpo (08) · grpo, rewards (09) ·
+reward_model, ppo (10) · quant, distill (11) · evaluation (12; its accuracy tables serve every lab) · stats, book (error bars for the lesson checks, and your numbers next to
 the stored ones) · checks (argument checks).
 exercises and plotting have one module per lecture (exercises.attention, plotting.decoding, ...); attention, moe,
-dpo, grpo, ppo and quant are packages whose modules split the concept from its data, training and measurements.
+dpo, grpo, ppo, quant and evaluation are packages whose modules split the concept from its data, training and measurements.
 """
 
 from . import (attention, book, checks, decoding, distill, dpo, evaluation, exercises, grpo, lora,  # noqa: F401
