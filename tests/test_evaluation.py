@@ -10,7 +10,7 @@ import torch
 
 import course_utils as cu
 from course_utils.data import make_eval_tasks
-from course_utils.evaluation import run_harness
+from course_utils.evaluation import distinct_tasks, run_harness
 from course_utils.sft import evaluate_tasks
 
 SFT = str(cu.env.REPO_ROOT / "data" / "course-tiny-sft")
@@ -22,7 +22,7 @@ def test_harness_equals_our_evaluator_reply_by_reply(name):
     same 0/1 per problem, same accuracy, on problems drawn with a fresh seed."""
     seed = random.Random().randrange(10_000)
     model, tok = cu.load_model(name, device="cpu")
-    tasks = make_eval_tasks(12, seed=seed)
+    tasks = distinct_tasks(make_eval_tasks(12, seed=seed))
     ours = evaluate_tasks(model, tok, tasks)
     res = run_harness(model, tok, n_per_family=12, seed=seed)
     for family in res["correct"]:
@@ -30,8 +30,9 @@ def test_harness_equals_our_evaluator_reply_by_reply(name):
         assert [c for c, _ in mine] == res["replies"][family], f"seed {seed}, {family}: replies differ"
         assert [ok for _, ok in mine] == res["correct"][family], f"seed {seed}, {family}: grading differs"
         acc, se = res["per_task"][family]
+        n = len(mine)
         assert acc == pytest.approx(ours.per_family[family])
-        assert se == pytest.approx((acc * (1 - acc) / 11) ** 0.5)  # lm-eval's sample SE: n - 1 in the denominator
+        assert se == pytest.approx((acc * (1 - acc) / (n - 1)) ** 0.5)  # lm-eval's sample SE: n - 1 in the denominator
 
 
 def test_harness_bad_families():
@@ -196,7 +197,18 @@ def test_ngram_overlap_hand_worked():
     # "reverse the word" seen; "the word cat." is not "the word cat" (punctuation stays on the word); 1 of 3
     assert overlap_ratios(["Reverse the word cat. tac", "hi"], index, 3) == [pytest.approx(1 / 3), None]
     assert overlap_ratios(["the word cat is"], index, 3) == [1.0]
-    rates = flag_rates([1.0, 0.2, None, 1.0], [True, True, False, False], threshold=1.0)
+    rates = flag_rates([1.0, 0.2, None, 1.0], [True, True, False, False], "all")
     assert rates == {"detected": 0.5, "false_alarms": 0.5, "too_short": 0.25}
+    assert flag_rates([1.0, 0.2, None, 0.0], [True, True, False, False], "any") == {
+        "detected": 1.0, "false_alarms": 0.0, "too_short": 0.25}
+    with pytest.raises(ValueError, match="rule must be"):
+        flag_rates([1.0, 0.0], [True, False], "most")
     with pytest.raises(ValueError, match="leaked must mark"):
         flag_rates([1.0], [True])
+
+
+def test_distinct_tasks_drops_repeated_prompts_only():
+    tasks = make_eval_tasks(40, seed=random.Random().randrange(1000))
+    out = distinct_tasks(tasks)
+    assert len({t.prompt for t in out}) == len(out) == len({t.prompt for t in tasks})
+    assert [t for t in tasks if t in out][:5] == out[:5]  # order kept

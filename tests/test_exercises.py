@@ -154,7 +154,8 @@ def test_quant_check_hints(check, fn, expected, capsys):
 
 def _ngram_overlap(text, train_texts, n):
     index = cu.evaluation.ngram_index(train_texts, n)
-    return cu.evaluation.overlap_ratios([text], index, n)[0]
+    ratio = cu.evaluation.overlap_ratios([text], index, n)[0]
+    return math.nan if ratio is None else ratio
 
 
 @pytest.mark.parametrize("check, fn, expected", [

@@ -30,6 +30,14 @@ def family_accuracy(tasks: list[Task], correct: Sequence) -> dict[str, float]:
     return {f: sum(v) / len(v) for f, v in correct_by_family(tasks, correct).items()}
 
 
+def distinct_tasks(tasks: list[Task]) -> list[Task]:
+    """`tasks` without repeated prompts (the first of each kept, order kept). Greedy decoding answers a repeated
+    prompt the same way every time, so repeats add no information but shrink the error bars they are counted in."""
+    check_items("tasks", tasks, Task, "data.Task")
+    seen: set[str] = set()
+    return [t for t in tasks if not (t.prompt in seen or seen.add(t.prompt))]
+
+
 def majority_baselines(tasks: list[Task]) -> dict[str, tuple[str, float]]:
     """Per family: the most common answer among `tasks` and the accuracy of always giving it."""
     check_items("tasks", tasks, Task, "data.Task")

@@ -28,7 +28,8 @@ def run_harness(model, tokenizer, *, families: list[str] | None = None, n_per_fa
 
     model, tokenizer: a transformers causal LM already in memory (lm-eval's HFLM wraps it).
     Returns {"per_task": {family: (accuracy, stderr)}, "correct": {family: [0/1 per problem, in problem order]},
-    "replies": {family: [raw reply per problem]}} -- the problems are data.make_eval_tasks(n_per_family, seed=seed).
+    "replies": {family: [raw reply per problem]}} -- the problems are
+    distinct_tasks(data.make_eval_tasks(n_per_family, seed=seed)): n_per_family draws, repeated prompts dropped.
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM

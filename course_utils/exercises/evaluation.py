@@ -73,7 +73,7 @@ def check_problems_needed(problems_needed: Callable, draws: int = 3000) -> None:
 
 def check_ngram_overlap(ngram_overlap: Callable) -> None:
     """ngram_overlap(text, train_texts, n) -> float: the share of the lower-cased word n-grams of `text` that occur
-    in any of `train_texts` (text has at least n words)."""
+    in any of `train_texts`; nan when `text` has fewer than n words."""
     def trial():
         rng = random.Random(1203)
         vocab = "the a word cat dog reverse sort what is of in".split()
@@ -87,5 +87,8 @@ def check_ngram_overlap(ngram_overlap: Callable) -> None:
             got = call(ngram_overlap, text, list(train), n)
             if not isinstance(got, (int, float)) or not math.isclose(float(got), expected, abs_tol=1e-9):
                 return f"ngram_overlap({text!r}, ..., n={n}) gave {got!r}, expected {expected:.4f}"
+        got = call(ngram_overlap, "two words", ["two words here"], 3)
+        if not (isinstance(got, float) and math.isnan(got)):
+            return f"ngram_overlap('two words', ..., n=3) gave {got!r}: a text with fewer than n words has no n-gram, return nan"
         return None
     return run_check("word n-gram overlap", trial)

@@ -10,7 +10,7 @@ from .figure import new_figure
 
 def plot_se_vs_n(ns, curves: dict, *, gain: float | None = None, marks: dict | None = None, title: str = ""):
     """curves: {label: SE at each n of `ns`}; gain: draws the line SE = gain / 2 (a gain seen at 2 SE below it);
-    marks: {label: n} vertical markers (e.g. the problems needed)."""
+    marks: {label: n} vertical markers (e.g. the problems needed), coloured like the curves in the same order."""
     if not curves:
         raise ValueError("curves must be a non-empty dict {label: standard errors}")
     fig, ax = new_figure(width=6.0, height=3.6)
@@ -20,8 +20,8 @@ def plot_se_vs_n(ns, curves: dict, *, gain: float | None = None, marks: dict | N
         ax.axhline(gain / 2, color="0.3", ls="--", lw=1, label=f"gain / 2 = {gain / 2:.3f} (a {gain:.3f} gain at 2 SE)")
     for k, (label, n) in enumerate((marks or {}).items()):
         ax.axvline(n, color=f"C{k}", ls=":", lw=1.2)
-        ax.annotate(f"{label} = {n}", (n, ax.get_ylim()[1]), xytext=(3, -12 - 12 * k), textcoords="offset points",
-                    fontsize=8, color=f"C{k}")
+        ax.annotate(f"{label} = {n}", (n, ax.get_ylim()[1]), xytext=(-3, -12 - 12 * k), textcoords="offset points",
+                    fontsize=8, color=f"C{k}", ha="right")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("problems evaluated (n)")
@@ -33,22 +33,26 @@ def plot_se_vs_n(ns, curves: dict, *, gain: float | None = None, marks: dict | N
 
 
 def plot_judges(rows: dict, *, title: str = ""):
-    """rows: {judge: {condition: (accuracy, SE)}} -> grouped bars with 95 % error bars, chance at 0.5."""
+    """rows: {judge: {condition: (right verdicts, pairs)}} -> grouped bars with 95 % Wilson intervals, chance at 0.5."""
+    from ..stats import binomial_ci
+
     if not rows:
-        raise ValueError("rows must be a non-empty dict {judge: {condition: (accuracy, se)}}")
+        raise ValueError("rows must be a non-empty dict {judge: {condition: (right verdicts, pairs)}}")
     judges, conditions = list(rows), list(next(iter(rows.values())))
     fig, ax = new_figure(width=7.0, height=3.6)
     width = 0.8 / len(conditions)
     x = np.arange(len(judges))
     for k, cond in enumerate(conditions):
-        acc = [rows[j][cond][0] for j in judges]
-        err = [1.96 * rows[j][cond][1] for j in judges]
-        bars = ax.bar(x + (k - (len(conditions) - 1) / 2) * width, acc, width, yerr=err, capsize=3, label=cond)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7, label_type="center")
+        acc = np.array([rows[j][cond][0] / rows[j][cond][1] for j in judges])
+        ci = np.array([binomial_ci(*rows[j][cond]) for j in judges])  # (judges, 2)
+        xs = x + (k - (len(conditions) - 1) / 2) * width
+        ax.bar(xs, acc, width, yerr=[acc - ci[:, 0], ci[:, 1] - acc], capsize=3, label=cond)
+        for xi, top, a in zip(xs, ci[:, 1], acc):
+            ax.text(xi, top + 0.02, f"{a:.2f}", ha="center", fontsize=7)
     ax.axhline(0.5, color="0.3", ls="--", lw=1, label="chance (a coin flip)")
     ax.set_xticks(x, judges, fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("agreement with the verifier")
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("swap-averaged accuracy\n(agreement with the verifier)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_title(title or "which reply is right? three judges, with and without padding (95 % intervals)", fontsize=9)
     fig.tight_layout()
