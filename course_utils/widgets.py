@@ -20,6 +20,19 @@ def safe_callback(output, fn: Callable) -> Callable:
     return wrapped
 
 
+def live_rows(update: Callable, rows: list[list], output):
+    """Run `update` (inside `output`, errors shown as text) now and whenever a control in `rows` changes; return the
+    controls, one wrapping row per list (narrow screens wrap them instead of shrinking them), above the output."""
+    import ipywidgets as w
+
+    callback = safe_callback(output, update)
+    for control in (c for row in rows for c in row):
+        control.observe(callback, names="value")
+    callback()
+    wrap = w.Layout(flex_flow="row wrap")
+    return w.VBox([w.HBox(row, layout=wrap) for row in rows] + [output])
+
+
 # ---- 01 attention_explorer (issue 3) ----
 
 def attention_explorer(model, tokenizer, text: str = "Once upon a time, there was a blue fox named Rosa.",
@@ -108,11 +121,7 @@ def rope_explorer(head_dim: int = 64):
         print(f"pairs that turn fully within L = {context.value}: {turning} of {head_dim // 2}; "
               f"attention factor {attention_factor:.3f}")
 
-    callback = safe_callback(out, update)
-    for c in (base, method, factor, context):
-        c.observe(callback, names="value")
-    callback()
-    return w.VBox([w.HBox([base, method]), w.HBox([factor, context]), out])
+    return live_rows(update, [[base, method], [factor, context]], out)
 
 
 # ---- 04 moe_explorer ----
@@ -141,11 +150,7 @@ def moe_explorer():
         print(f"dropped {result['dropped']:.1%} of assignments;  aux loss {result['aux']:.2f} (even = {top_k.value});  "
               f"quality delivered {result['quality']:.2f} of the best experts'")
 
-    callback = safe_callback(out, update)
-    for c in (top_k, capacity, aux):
-        c.observe(callback, names="value")
-    callback()
-    return w.VBox([w.HBox([top_k, aux]), capacity, out])
+    return live_rows(update, [[top_k, aux], [capacity]], out)
 
 
 # ---- 05 decoding_explorer (issue 6) ----
@@ -307,12 +312,7 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
         plt.show()
         plt.close(fig)
 
-    callback = safe_callback(out, update)
-    for c in (layer, method, bits, group):
-        c.observe(callback, names="value")
-    callback()
-    row = w.Layout(flex_flow="row wrap")  # narrow screens wrap the controls instead of shrinking them
-    return w.VBox([w.HBox([layer, method], layout=row), w.HBox([bits, group], layout=row), out])
+    return live_rows(update, [[layer, method], [bits, group]], out)
 
 
 
@@ -358,9 +358,4 @@ def eval_size_explorer():
         plt.show()
         plt.close(fig)
 
-    callback = safe_callback(out, update)
-    for c in (n, p, gain, disc):
-        c.observe(callback, names="value")
-    callback()
-    row = w.Layout(flex_flow="row wrap")  # narrow screens wrap the controls instead of shrinking them
-    return w.VBox([w.HBox([n, gain], layout=row), w.HBox([p, disc], layout=row), out])
+    return live_rows(update, [[n, gain], [p, disc]], out)

@@ -54,7 +54,7 @@ def plot_judges(rows: dict, *, title: str = ""):
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("swap-averaged accuracy\n(agreement with the verifier)")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
-    ax.set_title(title or "which reply is right? three judges, with and without padding (95 % intervals)", fontsize=9)
+    ax.set_title(title or "which reply is right? each judge with and without padding (95 % Wilson intervals)", fontsize=9)
     fig.tight_layout()
     return fig, ax
 
