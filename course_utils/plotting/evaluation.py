@@ -25,7 +25,7 @@ def plot_se_vs_n(ns, curves: dict, *, gain: float | None = None, marks: dict | N
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("problems evaluated (n)")
-    ax.set_ylabel("standard error of the gain")
+    ax.set_ylabel("standard error of the gain (accuracy)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(title or "how the error bar shrinks with the eval size", fontsize=9)
@@ -50,21 +50,25 @@ def plot_judges(rows: dict, *, title: str = ""):
         for xi, top, a in zip(xs, ci[:, 1], acc):
             ax.text(xi, top + 0.02, f"{a:.2f}", ha="center", fontsize=7)
     ax.axhline(0.5, color="0.3", ls="--", lw=1, label="chance (a coin flip)")
+    handles, labels = ax.get_legend_handles_labels()  # bars first, in drawing order, then the chance line
+    order = [i for i, lab in enumerate(labels) if lab in conditions] + [i for i, lab in enumerate(labels) if lab not in conditions]
     ax.set_xticks(x, judges, fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("swap-averaged accuracy\n(agreement with the verifier)")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     ax.set_title(title or "which reply is right? each judge with and without padding (95 % Wilson intervals)", fontsize=9)
     fig.tight_layout()
     return fig, ax
 
 
-def plot_contamination(shares, accuracy, se, *, clean: float, leaked: float, title: str = ""):
-    """Measured accuracy (± 1.96 SE) against the share of test items that leaked into training, with the straight
-    line clean + share * (leaked - clean) it should follow."""
+def plot_contamination(shares, accuracy, se, *, clean: float, leaked: float, n: int, title: str = ""):
+    """Measured accuracy (± 1.96 SE) on n items against the share of them that leaked into training, with the straight
+    line clean + share * (leaked - clean) that a mixture gives on average."""
     shares, accuracy, se = (np.asarray(v, dtype=float) for v in (shares, accuracy, se))
     fig, ax = new_figure(width=5.5, height=3.6)
-    ax.errorbar(shares, accuracy, yerr=1.96 * se, fmt="o", capsize=3, label="measured on the mixed test set")
+    ax.errorbar(shares, accuracy, yerr=1.96 * se, fmt="o", capsize=3,
+                label=f"measured on a mixed test set of {n} items (95 % interval)")
     ax.plot([0, 1], [clean, leaked], "--", color="0.4", label="clean + share × (leaked − clean)")
     ax.set_xlabel("share of test items seen in training")
     ax.set_ylabel("measured accuracy")
