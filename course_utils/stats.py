@@ -1,4 +1,4 @@
-"""Error bars for the lesson checks: binomial intervals, paired comparisons, and seeds' spread.
+"""Error bars for the lesson checks: binomial intervals, paired comparisons, seeds' spread, and eval-size planning.
 
 A notebook that says "GRPO raised accuracy" follows it with a check cell that calls `check_gain`: it prints both
 accuracies with 95 % intervals and the gain with its standard error, and asserts the gain is at least `min_z`
