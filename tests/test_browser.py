@@ -30,7 +30,6 @@ TARGET_S = 0.3  # the wished-for time from moving a control to the redrawn outpu
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed: `apt-get install chromium` "
                                                          "(.ci/run does) to run the browser test of the widgets")
 
-SFT = 'str(cu.env.REPO_ROOT / "data" / "course-tiny-sft")'
 WIDGETS = {  # widget -> the code of its one cell (small sizes: the test measures the widget, not the model)
     "eval_size_explorer": "display(cu.widgets.eval_size_explorer())",
     "moe_explorer": "display(cu.widgets.moe_explorer())",
