@@ -315,7 +315,6 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
     return live_rows(update, [[layer, method], [bits, group]], out)
 
 
-
 # ---- 12 eval_size_explorer ----
 
 def eval_size_report(n: int, p: float, gain: float, discordance: float) -> dict:
