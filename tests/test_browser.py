@@ -59,11 +59,14 @@ def lab(tmp_path_factory):
         cell = nbformat.v4.new_code_cell("%matplotlib inline\nimport course_utils as cu\n" + code)
         nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {
             "name": "python3", "display_name": "Python 3", "language": "python"}}), root / f"{name}.ipynb")
+    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no pop-up over outputs
     port, token = _free_port(), "browser-test"
     env = {**os.environ, "COURSE_PROFILE": "ci", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
                                f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-                               "--allow-root", "--LabApp.news_url=", "--LabServerApp.announcements_url="],
+                               f"--LabApp.user_settings_dir={root / '.settings'}", "--allow-root"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
