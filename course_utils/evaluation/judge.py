@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from ..checks import check_choice, check_items
+from ..stats import mean_sd
 
 JUDGE_TEMPLATE = ("Question: {question}\nReply A: {reply_a}\nReply B: {reply_b}\n"
                   "Which reply is correct? Answer A or B.")
@@ -119,9 +120,9 @@ def cohen_kappa(a: Sequence, b: Sequence) -> float:
 
 
 def _mean_se(per_pair: torch.Tensor) -> tuple[float, float]:
-    """Mean over pairs and its standard error (each pair is one independent unit)."""
-    x = per_pair.double()
-    return float(x.mean()), float(x.std() / len(x) ** 0.5) if len(x) > 1 else float("nan")
+    """Mean over pairs and its standard error (each pair is one independent unit; nan for a single pair)."""
+    mean, sd = mean_sd(per_pair.tolist())
+    return mean, sd / len(per_pair) ** 0.5 if len(per_pair) > 1 else float("nan")
 
 
 def position_stats(margins: torch.Tensor) -> dict[str, tuple[float, float]]:
