@@ -32,5 +32,5 @@ from .quant import dequantize_absmax, gptq_quantize, quantize_absmax  # noqa: F4
 from .distill import generalized_jsd_loss  # noqa: F401
 from .stats import binomial_ci, check_above, check_gain, check_seeds  # noqa: F401
 from .book import compare_with_book  # noqa: F401
-from .widgets import (attention_explorer, decoding_explorer, memory_explorer, moe_explorer, quant_explorer,  # noqa: F401
-                      rope_explorer)
+from .widgets import (attention_explorer, decoding_explorer, memory_explorer, moe_explorer, norm_explorer,  # noqa: F401
+                      quant_explorer, rope_explorer)

@@ -340,7 +340,7 @@ def _drive(widget) -> int:
 
 
 @pytest.mark.parametrize("which", ["decoding_explorer", "attention_explorer", "memory_explorer", "rope_explorer",
-                                   "moe_explorer", "quant_explorer", "eval_size_explorer"])
+                                   "moe_explorer", "quant_explorer", "eval_size_explorer", "norm_explorer"])
 def test_widget_controls_at_extremes(which):
     from course_utils import widgets
 
@@ -350,6 +350,8 @@ def test_widget_controls_at_extremes(which):
         w = fn()
     elif which == "quant_explorer":
         w = fn(n_calibration=4)
+    elif which == "norm_explorer":
+        w = fn(torch.randint(0, 50, (2, 8)), 50, depths=(2, 4), embed_stds=(0.02, 1.0))
     elif which == "attention_explorer":
         m, t = cu.load_model("course-tiny", device="cpu", attn_implementation="eager")
         w = fn(m, t, "Once upon a time")

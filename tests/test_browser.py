@@ -40,7 +40,11 @@ WIDGETS = {  # widget -> the code of its one cell (small sizes: the test measure
                           "display(cu.widgets.decoding_explorer(m, t, 'Once upon a time', max_new_tokens=5))"),
     "attention_explorer": ("m, t = cu.load_model('course-tiny', attn_implementation='eager')\n"
                            "display(cu.widgets.attention_explorer(m, t, 'Once upon a time'))"),
+    "norm_explorer": ("import torch\n"
+                      "display(cu.widgets.norm_explorer(torch.randint(0, 500, (2, 32)), 500, depths=(3, 6, 12)))"),
 }
+KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+STORED = "stored_widget"  # a notebook holding a displayed widget's stored output, opened without running it
 
 
 def _free_port() -> int:
@@ -57,8 +61,12 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     for name, code in WIDGETS.items():
         cell = nbformat.v4.new_code_cell("%matplotlib inline\nimport course_utils as cu\n" + code)
-        nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {
-            "name": "python3", "display_name": "Python 3", "language": "python"}}), root / f"{name}.ipynb")
+        nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata=KERNEL), root / f"{name}.ipynb")
+    from course_utils import widgets
+
+    stored = nbformat.v4.new_code_cell("display(cu.widgets.moe_explorer())", execution_count=1, outputs=[
+        nbformat.v4.new_output("display_data", data=widgets.moe_explorer()._repr_mimebundle_())])
+    nbformat.write(nbformat.v4.new_notebook(cells=[stored], metadata=KERNEL), root / f"{STORED}.ipynb")
     settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no pop-up over outputs
@@ -172,6 +180,23 @@ def test_widget_in_browser(lab, browser, name):
         page.screenshot(path=SHOTS / f"{name}_failed.png")
         raise
     finally:
+        page.close()
+
+
+def test_stored_widget_shows_its_picture(lab, browser):
+    """A stored notebook, opened without running it, shows each widget's picture and note, not a text repr."""
+    url, token = lab
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    try:
+        page.goto(f"{url}/lab/workspaces/{STORED}/tree/{STORED}.ipynb?reset&token={token}")
+        picture = page.locator(".jp-OutputArea-output img").first
+        picture.wait_for(timeout=60_000)
+        assert picture.evaluate("img => img.naturalWidth") >= 600  # the PNG decoded and drawn
+        shown = page.locator(".jp-OutputArea-output").first.inner_text()
+        assert "VBox(" not in shown and "Error displaying widget" not in shown, shown
+    finally:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SHOTS / f"{STORED}.png")
         page.close()
 
 

@@ -70,3 +70,11 @@ def test_readme_minutes_are_the_measured_ones():
         cells = [c.strip() for c in row.strip().strip("|").split(" | ")]  # notebook, topic, what, minutes, GPU memory
         assert cells[3] == str(minutes), f"README's minutes column for {path.stem} says {cells[3]!r}, measured {minutes}"
         assert not cells[4].replace(".", "").isdigit(), f"README's GPU memory column for {path.stem} is a bare number"
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=lambda p: p.name)
+def test_widgets_show_a_picture_without_a_kernel(path):
+    """Every displayed widget is stored with a PNG of its default view, which a viewer without the live widget shows."""
+    widgets = [o["data"] for c in code_cells(path) for o in c["outputs"]
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert all("image/png" in data for data in widgets), f"{path.name}: a widget is stored without its picture"

@@ -32,18 +32,19 @@ def plot_memory_breakdown(breakdowns: dict, *, gpu_lines: dict | None = None, ti
         lines[gb] = f"{lines[gb]} / {name}" if gb in lines else name
     for gb in lines:
         ax.axhline(gb, ls="--", lw=0.8, color="gray")
-    low, high = ax.get_ylim()
-    last = -float("inf")
-    for gb in sorted(lines):  # labels at least 4.5 % of the axis apart, so near sizes stay readable
-        y = max(gb, last + 0.045 * (high - low))
-        # x in axes units: just right of the plot, where no bar is; y in GB
-        ax.text(1.01, y, lines[gb], transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=7,
-                color="dimgray")
-        last = y
     ax.set_ylabel("GB (1e9 bytes)")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)  # under the axes, never on a bar
     fig.tight_layout()
+    low, high = ax.get_ylim()
+    gap = 1.4 * 7 / 72 * fig.dpi / ax.get_window_extent().height * (high - low)  # one 7-pt line of text, in GB
+    last = -float("inf")
+    for gb in sorted(lines):  # labels at least one text line apart, so near sizes stay readable
+        y = max(gb, last + gap)
+        # x in axes units: just right of the plot, where no bar is; y in GB
+        ax.text(1.01, y, lines[gb], transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=7,
+                color="dimgray")
+        last = y
     return fig, ax
 
 

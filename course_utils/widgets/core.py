@@ -1,0 +1,121 @@
+"""What every course widget is made of: figures drawn once per update, callbacks that show errors instead of raising,
+wrapping control rows, and a picture of the default view for readers of the stored notebook (no kernel, no widget)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import textwrap
+from typing import Callable
+
+import ipywidgets as w
+
+STORED_NOTE = "A picture of this widget's default view. Run the notebook's cells to use its controls."
+_pictures: list | None = None  # PNGs collected while default_view_picture runs the update; None: display them
+
+
+def show(fig) -> None:
+    """Display `fig` as one PNG and close it: laid out once and drawn once (the inline backend's tight bounding box
+    would draw it twice, doubling each update's time)."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    if _pictures is not None:
+        _pictures.append(buffer.getvalue())
+    else:
+        display(Image(buffer.getvalue()))
+
+
+def say(text: str, width: int = 88) -> None:
+    """Print `text` wrapped at word boundaries (a browser would break long output lines mid-word)."""
+    print(textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
+
+
+def safe_callback(output, fn: Callable) -> Callable:
+    """Wrap `fn()` as a widget callback (the change it is passed is ignored): run it inside `output` (an
+    ipywidgets.Output), showing any error as text."""
+    def wrapped(*_change):
+        output.clear_output(wait=True)
+        with output:
+            try:
+                fn()
+            except Exception as exc:  # shown to the user; the kernel keeps running
+                print(f"Could not update: {type(exc).__name__}: {exc}")
+    return wrapped
+
+
+def default_view_picture(update: Callable, settings: str = "") -> bytes:
+    """Run `update` once, collecting its figures (drawn with `show`) and printed lines instead of showing them; return
+    one PNG: the STORED_NOTE caption and the controls' `settings`, the figures stacked, the printed lines below."""
+    global _pictures
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    _pictures, text = [], io.StringIO()
+    try:
+        with contextlib.redirect_stdout(text):
+            update()
+        figures = _pictures
+    except Exception as exc:  # the live widget shows the same error as a message
+        figures, text = [], io.StringIO(f"Could not draw the default view: {type(exc).__name__}: {exc}")
+    finally:
+        _pictures = None
+    parts = [Image.open(io.BytesIO(png)) for png in figures]
+    width = max([p.width for p in parts] + [700])
+
+    def text_image(lines: str, **style):
+        n = max(1, lines.count("\n") + 1)
+        fig = plt.figure(figsize=(width / 100, 0.18 * n + 0.1), dpi=100)
+        fig.text(0.01, 0.5, lines, va="center", ha="left", **style)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        plt.close(fig)
+        return Image.open(buffer)
+
+    parts.insert(0, text_image(STORED_NOTE + (f"\nSettings: {settings}" if settings else ""), fontsize=9,
+                               style="italic", color="dimgray"))
+    if text.getvalue().strip():
+        parts.append(text_image(text.getvalue().rstrip(), fontsize=8, family="monospace"))
+    sheet = Image.new("RGB", (width, sum(p.height for p in parts)), "white")
+    top = 0
+    for part in parts:
+        sheet.paste(part.convert("RGB"), (0, top))
+        top += part.height
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="png")
+    return buffer.getvalue()
+
+
+class Explorer(w.VBox):
+    """A widget's controls and output. Displayed, it also carries `picture` (PNG bytes) and a one-line note, which a
+    notebook viewer without the live widget (an untrusted stored notebook, GitHub) shows instead."""
+
+    def __init__(self, children, picture: bytes):
+        super().__init__(children)
+        self.picture = picture
+
+    def _repr_mimebundle_(self, **kwargs):
+        data = super()._repr_mimebundle_(**kwargs)
+        data["text/plain"] = STORED_NOTE
+        data["image/png"] = base64.b64encode(self.picture).decode()
+        return data
+
+
+def live_rows(update: Callable, rows: list[list], output):
+    """Run `update` (inside `output`, errors shown as text) now and whenever a control in `rows` changes; return an
+    Explorer: the controls, one wrapping row per list (narrow screens wrap them instead of shrinking them), above the
+    output, with a picture of this first view for the stored notebook."""
+    controls = [c for row in rows for c in row if hasattr(c, "value") and not isinstance(c, w.HTML)]
+    settings = "; ".join(f"{c.description} {getattr(c, 'label', None) or c.value}" for c in controls if c.description)
+    picture = default_view_picture(update, textwrap.fill(settings, 95))
+    callback = safe_callback(output, update)
+    for control in controls:
+        control.observe(callback, names="value")
+    callback()
+    wrap = w.Layout(flex_flow="row wrap")
+    return Explorer([w.HBox(row, layout=wrap) for row in rows] + [output], picture)

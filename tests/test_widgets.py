@@ -1,0 +1,50 @@
+"""The widget core: figures drawn once, a picture of the default view carried by every displayed explorer."""
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from course_utils import widgets  # noqa: E402
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
+
+
+def test_default_view_picture_stacks_caption_figures_and_printed_lines():
+    def update():
+        for width, height in ((6.0, 3.0), (4.0, 2.0)):
+            fig = plt.figure(figsize=(width, height), dpi=100)
+            fig.add_subplot().plot([0, 1], [1, 0])
+            widgets.show(fig)
+        print("first line\nsecond line")
+
+    picture = Image.open(io.BytesIO(widgets.default_view_picture(update)))
+    assert picture.width == 700  # the widest part: the 700-px caption row (figures are 600 and 400 px wide)
+    caption, text = 0.18 + 0.1, 0.18 * 2 + 0.1  # inches of the caption and of two printed lines
+    assert abs(picture.height - 100 * (caption + 3.0 + 2.0 + text)) <= 2
+    assert plt.get_fignums() == []  # every figure closed
+    pixels = picture.convert("L").getextrema()
+    assert pixels[0] < 100 and pixels[1] == 255  # drawn on, not blank
+
+
+def test_default_view_picture_shows_an_error_instead_of_raising():
+    def update():
+        raise ValueError("bad setting")
+
+    assert _png_size(widgets.default_view_picture(update))[0] == 700
+
+
+def test_a_displayed_explorer_carries_its_picture_and_a_note():
+    box = widgets.moe_explorer()
+    bundle = box._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == box.model_id
+    assert bundle["text/plain"] == widgets.core.STORED_NOTE
+    width, height = _png_size(base64.b64decode(bundle["image/png"]))
+    assert width >= 600 and height >= 300
+    plt.close("all")
