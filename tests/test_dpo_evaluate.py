@@ -100,9 +100,12 @@ def test_train_and_track_equals_one_uninterrupted_run(tiny, tmp_path):
         batch_fn = dpo.make_pair_batch_fn(examples, 2, tok.pad_token_id, seed=0)
         loss_fn = dpo.make_loss_fn(dpo.PreferenceConfig("dpo"), model)
         if name == "tracked":
+            seen = []
             result, curve = dpo.train_and_track(policy, tok, loss_fn, batch_fn,
-                                                TrainConfig(**{**cfg.__dict__, "checkpoint_dir": tmp_path}), tasks, every=2)
+                                                TrainConfig(**{**cfg.__dict__, "checkpoint_dir": tmp_path}), tasks, every=2,
+                                                on_eval=seen.append)
             assert sorted(curve) == [0, 2, 4, 5] and all(len(c) == len(tasks) for c in curve.values())
+            assert [sorted(c) for c in seen] == [[0, 2], [0, 2, 4], [0, 2, 4, 5]] and seen[-1] == curve
             assert result.resumed_from == 4 and result.seconds > 0
         else:
             result = train(policy, loss_fn, batch_fn, cfg)

@@ -1,4 +1,4 @@
-"""The widget core: figures drawn once, a picture of the default view carried by every displayed explorer."""
+"""Widgets and live figures: figures drawn once, a picture of the default view carried by every displayed explorer."""
 
 import base64
 import io
@@ -48,3 +48,13 @@ def test_a_displayed_explorer_carries_its_picture_and_a_note():
     width, height = _png_size(base64.b64decode(bundle["image/png"]))
     assert width >= 600 and height >= 300
     plt.close("all")
+
+
+def test_live_figure_outside_ipython_closes_each_figure():
+    from course_utils.plotting import live_figure
+
+    redraw = live_figure()
+    for _ in range(2):
+        fig = plt.figure()
+        redraw(fig)
+        assert plt.get_fignums() == []

@@ -5,6 +5,7 @@ held-out accuracy during training, the KL to the reference on the policy's own s
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import torch
 
@@ -107,9 +108,11 @@ def evaluate_replies(model, tokenizer, tasks: list[Task], *, template: str = ANS
             "mean_tokens": sum(lengths) / len(lengths), "correct": [int(c) for c in correct], "replies": replies}
 
 
-def train_and_track(model, tokenizer, loss_fn, batch_fn, cfg, tasks: list[Task], every: int) -> tuple:
+def train_and_track(model, tokenizer, loss_fn, batch_fn, cfg, tasks: list[Task], every: int, *,
+                    on_eval: Callable[[dict], None] | None = None) -> tuple:
     """train.train in segments of `every` steps, scoring greedy exact match on the fixed `tasks` before the first
     step and after each segment (the run checkpoints at each stop and resumes, so it equals one uninterrupted run).
+    on_eval: called with the curve so far after each evaluation (e.g. a live plot).
 
     cfg: a train.TrainConfig with checkpoint_dir set (an empty folder). Returns (the TrainResult of the whole run, whose
     seconds are summed over the segments, training only; {step: [0/1 per task]}).
@@ -126,6 +129,8 @@ def train_and_track(model, tokenizer, loss_fn, batch_fn, cfg, tasks: list[Task],
         result = train(model, loss_fn, batch_fn, cfg, stop_at_step=stop, resume=result is not None)
         seconds += result.seconds
         curve[stop] = evaluate_replies(model, tokenizer, tasks)["correct"]
+        if on_eval is not None:
+            on_eval(dict(curve))
     return replace(result, seconds=seconds), curve
 
 

@@ -4,7 +4,7 @@ One module per lecture: attention (01), norms (02), positional (03), moe (04), d
 memory plots), sft (07), dpo (08), grpo (09), rlhf (10), quant (11), evaluation (12); figure.new_figure is the figure they all draw on.
 """
 
-from .figure import new_figure  # noqa: F401
+from .figure import live_figure, new_figure  # noqa: F401
 from .attention import (plot_attention_weights, plot_masks, plot_scaling_study, plot_entropy_grid,  # noqa: F401
                         plot_attention_cost, plot_head_patterns, plot_dca_positions, plot_sink_study)
 from .norms import plot_norm_axes, plot_grad_norms, plot_norm_loss_curves, plot_activations  # noqa: F401

@@ -17,7 +17,7 @@ def plot_attention_weights(weights, tokens_q=None, tokens_k=None, *, ax=None, ti
             raise ValueError(f"{name} must have {n} labels to match weights {tuple(w.shape)}, got {len(toks)}")
     fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=4.5, height=4.0)
     im = ax.imshow(w.numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
     small = max(w.shape) <= 40
     if tokens_k is not None and small:
         ax.set_xticks(range(len(tokens_k)), [repr(t)[1:-1] for t in tokens_k], rotation=90, fontsize=7)
@@ -68,15 +68,15 @@ def plot_entropy_grid(entropy, *, uniform: float | None = None, ax=None, title: 
         raise ValueError(f"entropy must be a (layers, heads) grid, got shape {tuple(e.shape)}")
     fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=0.6 * e.shape[1] + 2.5, height=0.5 * e.shape[0] + 1.5)
     im = ax.imshow(e.numpy(), cmap="magma", vmin=0.0, vmax=uniform, aspect="auto")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="entropy (nats)")
     for (i, j), val in ((ij, e[ij].item()) for ij in [(i, j) for i in range(e.shape[0]) for j in range(e.shape[1])]):
         ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=7,
-                color="white" if uniform is None or val < 0.6 * uniform else "black")
+                color="white" if uniform is None or val < 0.45 * uniform else "black")  # legible on the colour
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(e.shape[1]))
     ax.set_yticks(range(e.shape[0]))
-    ax.set_title(title + (f"  (uniform = {uniform:.2f})" if uniform is not None else ""))
+    ax.set_title(title + (f"  (uniform = {uniform:.2f} nats)" if uniform is not None else ""))
     return fig, ax
 
 

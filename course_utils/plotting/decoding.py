@@ -16,7 +16,7 @@ def plot_next_token_filter(view: dict, tokenizer, top: int = 15, ax=None):
     fig, ax = new_figure(width=7.0, height=3.2) if ax is None else (ax.figure, ax)
     xs = range(top)
     ax.bar([x - 0.2 for x in xs], before[idx].tolist(), width=0.4, color="0.7", label="before")
-    ax.bar([x + 0.2 for x in xs], after[idx].tolist(), width=0.4, color="C0", label="after filtering")
+    ax.bar([x + 0.2 for x in xs], after[idx].tolist(), width=0.4, color="C0", label="after temperature and filters")
     ax.set_xticks(list(xs), labels, rotation=60, fontsize=8)
     ax.set_ylabel("probability")
     n = view["n_kept"]

@@ -18,3 +18,27 @@ def legend_below(fig, ax, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06 * ((len(names) + 2) // 3) + 0.02, 1, 1))
+
+
+def live_figure():
+    """A function `redraw(fig)` for a loop that draws as it runs: the first figure is displayed, each later one
+    replaces it in the same output area (the stored notebook keeps the last), and each is closed once shown. Outside
+    IPython it only closes the figures."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # no IPython: nothing to draw into
+        get_ipython = None
+    handle = None
+
+    def redraw(fig) -> None:
+        nonlocal handle
+        if get_ipython is not None and get_ipython() is not None:
+            if handle is None:
+                handle = display(fig, display_id=True)
+            else:
+                handle.update(fig)
+        plt.close(fig)
+
+    return redraw
+

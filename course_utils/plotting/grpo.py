@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from .figure import legend_below, new_figure
+from .figure import legend_below, live_figure, new_figure
 
 
 def plot_grpo_history(history: list, *, title: str = ""):
@@ -73,28 +73,18 @@ def plot_token_weights(weights: dict, lengths, advantages):
     return fig, ax
 
 
-def live_history(every: int = 5, *, last: int | None = None, title: str = "", plot=None):
-    """A training-loop callback that redraws `plot(history, title=...)` (default plot_grpo_history) every `every`
-    rounds (and at round `last`) in one output area, so a notebook keeps a single, updating figure (the stored
-    notebook holds the last frame). Outside a notebook it does nothing."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:  # no IPython: nothing to draw into
-        get_ipython = None
-    history, handle = [], None
+def live_history(every: int = 5, *, last: int | None = None, title: str = "", plot=None, unit: str = "round"):
+    """A training-loop callback `callback(row)` (row: a dict with "step") that redraws `plot(history, title=...)`
+    (default plot_grpo_history) every `every` steps (and at step `last`) in one output area (figure.live_figure);
+    `unit` names a step in the title."""
+    history, redraw = [], live_figure()
 
     def callback(row: dict) -> None:
-        nonlocal handle
         history.append(row)
-        if get_ipython is None or get_ipython() is None or row["step"] == 0 or (row["step"] % every and row["step"] != last):
-            return  # nothing to draw before the first round (its row holds only the starting evaluation)
-        fig, _ = (plot or plot_grpo_history)(history, title=f"{title} (live, round {row['step']})".strip())
-        if handle is None:
-            handle = display(fig, display_id=True)
-        else:
-            handle.update(fig)
-        plt.close(fig)
+        if row["step"] == 0 or (row["step"] % every and row["step"] != last):
+            return  # nothing to draw before the first step (a step-0 row holds only the starting evaluation)
+        fig, _ = (plot or plot_grpo_history)(history, title=f"{title} (live, {unit} {row['step']})".strip())
+        redraw(fig)
 
     return callback
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from .figure import new_figure
 
@@ -40,6 +41,7 @@ def plot_grad_norms(results: dict, note: str = ""):
         ax.set_yscale("log")
         ax.set_title(f"{n} blocks at initialization" + (f"\n{note}" if note else ""), fontsize=10)
         ax.set_xlabel("block (1 = nearest the input)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("gradient norm of the block")
     axes[-1].legend(fontsize=8)
     fig.tight_layout()

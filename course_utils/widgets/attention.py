@@ -31,12 +31,15 @@ def attention_explorer(model, tokenizer, text: str = "Once upon a time, there wa
     cache = {}
 
     def draw():
+        if not box.value.strip():
+            say("Type some text (not only spaces), then press Enter.")
+            return
         if cache.get("text") != box.value:
             cache.update(text=box.value, maps=attention_maps(model, tokenizer, box.value, max_tokens=max_tokens))
         maps = cache["maps"]
         if maps["note"]:
             say("Note: " + maps["note"])
-        fig, axes = new_figure(1, 2, width=5.5, height=4.5)
+        fig, axes = new_figure(1, 2, width=3.7, height=3.7)  # 740 px: legible at 1024 px with the sidebar open
         plot_attention_weights(maps["weights"][layer.value, head.value], maps["tokens"], maps["tokens"], ax=axes[0],
                                title=f"layer {layer.value}, head {head.value}")
         plot_entropy_grid(maps["entropy"], uniform=maps["uniform_entropy"], ax=axes[1], title="mean entropy")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import textwrap
 from typing import Callable
 
 import ipywidgets as w
@@ -31,9 +30,28 @@ def show(fig) -> None:
         display(Image(buffer.getvalue()))
 
 
-def say(text: str, width: int = 88) -> None:
-    """Print `text` wrapped at word boundaries (a browser would break long output lines mid-word)."""
-    print(textwrap.fill(text, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
+def wrap(text: str, width: int = 88, sep: str = " ") -> str:
+    """`text` in lines of at most `width` characters where it can (continuation lines indented), broken only between
+    the items that `sep` separates (an item longer than a line is broken between its words): a browser would break a
+    long output line mid-word."""
+    lines = [""]
+    for item in text.split(sep):
+        joined = f"{lines[-1]}{sep}{item}" if lines[-1] else item
+        if len(joined) <= width:
+            lines[-1] = joined
+            continue
+        if lines[-1]:
+            lines[-1] += sep.rstrip()
+            lines.append("")
+        pieces = wrap(item, width).split("\n  ") if sep != " " else [item]
+        lines[-1] = pieces[0]
+        lines += pieces[1:]
+    return "\n  ".join(lines)
+
+
+def say(text: str, width: int = 88, sep: str = " ") -> None:
+    """Print `text` wrapped by `wrap`."""
+    print(wrap(text, width, sep))
 
 
 def safe_callback(output, fn: Callable) -> Callable:
@@ -111,11 +129,14 @@ def live_rows(update: Callable, rows: list[list], output):
     Explorer: the controls, one wrapping row per list (narrow screens wrap them instead of shrinking them), above the
     output, with a picture of this first view for the stored notebook."""
     controls = [c for row in rows for c in row if hasattr(c, "value") and not isinstance(c, w.HTML)]
-    settings = "; ".join(f"{c.description} {getattr(c, 'label', None) or c.value}" for c in controls if c.description)
-    picture = default_view_picture(update, textwrap.fill(settings, 95))
+
+    def shown(c):  # a control's value as its reader sees it: quoted text, an option's label
+        return repr(c.value) if isinstance(c, w.Text) else getattr(c, "label", None) or c.value
+
+    settings = "; ".join(f"{c.description} {shown(c)}" for c in controls if c.description)
+    picture = default_view_picture(update, wrap(settings, 95, sep="; "))
     callback = safe_callback(output, update)
     for control in controls:
         control.observe(callback, names="value")
     callback()
-    wrap = w.Layout(flex_flow="row wrap")
-    return Explorer([w.HBox(row, layout=wrap) for row in rows] + [output], picture)
+    return Explorer([w.HBox(row, layout=w.Layout(flex_flow="row wrap")) for row in rows] + [output], picture)

@@ -15,11 +15,11 @@ def memory_explorer_report(model: str, method: str, batch_size: int, seq_len: in
     est = estimate_training_memory(model, method, batch_size=batch_size, seq_len=seq_len, lora_r=lora_r,
                                    grad_checkpointing=grad_checkpointing, optimizer=optimizer)
     ok = fits(est)
-    lines = [f"{model} | {method} | batch {batch_size} x {seq_len} tokens | optimizer {optimizer}"
-             + (f" | r = {lora_r}" if method != "full" else "") + (" | checkpointing" if grad_checkpointing else ""),
-             "  ".join(f"{k} {v:.1f}" for k, v in est.as_dict(1e9).items()) + "  (GB)",
+    lines = [f"{model}; {method}; batch {batch_size} x {seq_len} tokens; optimizer {optimizer}"
+             + (f"; r = {lora_r}" if method != "full" else "") + ("; checkpointing" if grad_checkpointing else ""),
+             "GB: " + "; ".join(f"{k} {v:.1f}" for k, v in est.as_dict(1e9).items()),
              "fits (the peak, the black tick, within the GPU's memory): "
-             + "  ".join(f"{g}: {'yes' if y else 'NO'}" for g, y in ok.items()),
+             + "; ".join(f"{g} {'yes' if y else 'NO'}" for g, y in ok.items()),
              "The bar is the sum of the parts; the peak is less because the parts never all coexist (gradients "
              "replace activations during the backward pass). overhead: the largest transient buffer, usually the "
              "float32 logits of every token over the vocabulary, which is why it grows with batch x seq_len."]
@@ -52,6 +52,6 @@ def memory_explorer():
         fig, _ = plot_memory_breakdown({method.value: est}, gpu_lines=GPUS_GB, title=model.value)
         show(fig)
         for line in text.splitlines():
-            say(line)
+            say(line, sep="; ")
 
     return live_rows(update, [[model, method], [batch, seq, rank], [ckpt, opt]], w.Output())
