@@ -58,3 +58,12 @@ def test_live_figure_outside_ipython_closes_each_figure():
         fig = plt.figure()
         redraw(fig)
         assert plt.get_fignums() == []
+
+
+def test_wrap_breaks_between_items_then_words():
+    from course_utils.widgets.core import wrap
+
+    assert wrap("aa bb cc", 5) == "aa bb\n  cc"
+    assert wrap("x 1; y 2; z 3", 8, sep="; ") == "x 1; y 2;\n  z 3"  # never inside "y 2"
+    assert wrap("x 1; a long item here", 8, sep="; ") == "x 1;\n  a long\n  item\n  here"
+    assert wrap("short", 88) == "short"

@@ -26,7 +26,7 @@ def plot_memory_breakdown(breakdowns: dict, *, gpu_lines: dict | None = None, ti
     peaks = [(i, breakdowns[k].peak / 1e9) for i, k in enumerate(labels) if breakdowns[k].peak is not None]
     for j, (i, gb) in enumerate(peaks):
         ax.hlines(gb, i - 0.45, i + 0.45, colors="k", lw=1.2, label="peak" if j == 0 else None)
-        ax.text(i, gb, f"{gb:.1f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, gb, f"peak {gb:.1f}", ha="center", va="bottom", fontsize=8)
     lines: dict[float, str] = {}  # one line per size, its GPUs named together ("A100 80 GB / H100 80 GB")
     for name, gb in (gpu_lines or {}).items():
         lines[gb] = f"{lines[gb]} / {name}" if gb in lines else name

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from ..norms import NORM_POSITIONS
 from .figure import new_figure
 
 
@@ -36,9 +37,13 @@ def plot_grad_norms(results: dict, note: str = ""):
     fig, axes = new_figure(1, len(results), width=4.0, height=3.2)
     axes = [axes] if len(results) == 1 else list(axes)
     for ax, (n, by_pos) in zip(axes, results.items()):
-        for pos, g in by_pos.items():
-            ax.plot(range(1, len(g) + 1), g, marker="o", ms=3, label=pos)
+        for pos, g in by_pos.items():  # one colour per placement in every plot
+            colour = f"C{list(NORM_POSITIONS).index(pos)}"
+            ax.plot(range(1, len(g) + 1), g, marker="o", ms=3, label=pos, color=colour)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # 0.1, 0.2, 0.5, 1, 2 rather than 2×10⁻¹
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{n} blocks at initialization" + (f"\n{note}" if note else ""), fontsize=10)
         ax.set_xlabel("block (1 = nearest the input)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -21,8 +21,9 @@ def memory_explorer_report(model: str, method: str, batch_size: int, seq_len: in
              "fits (the peak, the black tick, within the GPU's memory): "
              + "; ".join(f"{g} {'yes' if y else 'NO'}" for g, y in ok.items()),
              "The bar is the sum of the parts; the peak is less because the parts never all coexist (gradients "
-             "replace activations during the backward pass). overhead: the largest transient buffer, usually the "
-             "float32 logits of every token over the vocabulary, which is why it grows with batch x seq_len."]
+             "replace activations during the backward pass). overhead: the largest short-lived buffer, whichever of "
+             "these is largest: the logits' buffers (they grow with batch x seq_len), one layer's recomputation "
+             "under checkpointing, or the optimizer step's temporaries (large in full fine-tuning)."]
     return est, ok, "\n".join(lines)
 
 

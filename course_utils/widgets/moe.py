@@ -26,6 +26,6 @@ def moe_explorer():
         ax.set_title(f"top-{top_k.value}, capacity factor {capacity.value:g}, aux coef {aux.value:g}", fontsize=10)
         show(fig)
         say(f"dropped {result['dropped']:.1%} of assignments;  aux loss {result['aux']:.2f} (even = {top_k.value});  "
-              f"quality delivered {result['quality']:.2f} of the best experts'")
+            f"quality delivered {result['quality']:.2f} of the best experts'")
 
     return live_rows(update, [[top_k, aux], [capacity]], out)

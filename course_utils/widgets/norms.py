@@ -6,27 +6,25 @@ import ipywidgets as w
 
 from .core import live_rows, say, show
 
-PLACEMENTS = ("pre", "post", "sandwich", "deepnorm")
-
-
 def norm_explorer(rows, vocab_size: int, *, depths=(3, 6, 12, 24, 48), embed_stds=(0.02, 1.0), seed: int = 0):
     """Depth, embedding initialization and placements: each block's gradient norm on one batch of text at
     initialization (norms.grad_norms_at_init), one line per placement, and its last/first ratio.
 
-    rows: (B, T) token ids (a few rows are enough). Every setting is computed once when the widget is built (a few
-    seconds), so moving a control only redraws.
+    rows: (B, T) token ids, one batch. Every setting is computed once when the widget is built (seconds), so moving a
+    control only redraws. It opens at 24 blocks where `depths` has them.
     """
-    from ..norms import grad_norms_at_init
+    from ..norms import NORM_POSITIONS, grad_norms_at_init
     from ..plotting import plot_grad_norms
 
     grads = {(n, std, pos): grad_norms_at_init(pos, n, rows, vocab_size, seed=seed, embed_std=std)
-             for n in depths for std in embed_stds for pos in PLACEMENTS}
+             for n in depths for std in embed_stds for pos in NORM_POSITIONS}
     wide = dict(style={"description_width": "initial"}, layout=w.Layout(min_width="260px"))  # labels never cut
-    depth = w.SelectionSlider(options=list(depths), value=depths[len(depths) // 2], description="blocks", **wide)
+    depth = w.SelectionSlider(options=list(depths), value=24 if 24 in depths else depths[len(depths) // 2],
+                              description="blocks", **wide)
     std = w.ToggleButtons(options=list(embed_stds), value=embed_stds[0], description="embedding init std",
                           style={"description_width": "initial", "button_width": "60px"})
     shown = {pos: w.Checkbox(value=True, description=pos, indent=False, layout=w.Layout(width="110px"))
-             for pos in PLACEMENTS}
+             for pos in NORM_POSITIONS}
 
     def update():
         chosen = [pos for pos, box in shown.items() if box.value]

@@ -1,4 +1,4 @@
-"""Lecture 03: rope_explorer, RoPE's wavelengths and long-term decay bound under a base, a scaling method and a context."""
+"""Lecture 03: rope_explorer, RoPE's wavelengths and decay bound under a base, a scaling method and a context."""
 
 from __future__ import annotations
 
@@ -40,6 +40,6 @@ def rope_explorer(head_dim: int = 64):
         show(fig)
         turning = (rope_wavelengths(plain) <= context.value).sum().item()
         say(f"pairs that turn fully within L = {context.value}: {turning} of {head_dim // 2}; "
-              f"attention factor {attention_factor:.3f}")
+            f"attention factor {attention_factor:.3f}")
 
     return live_rows(update, [[base, method], [factor, context]], out)

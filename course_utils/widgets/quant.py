@@ -33,16 +33,16 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
     layer = w.Dropdown(options=names, value=names[-1], description="layer", **wide)
     method = w.Dropdown(options=["rtn", "gptq", "awq"], value="rtn", description="method", **wide)
     bits = w.IntSlider(value=4, min=2, max=8, description="bits", **wide)
-    group = w.Dropdown(options=[("one scale per row", None), ("groups of 64", 64), ("groups of 32", 32)],
-                       value=None, description="scales", **wide)
+    group = w.Dropdown(options=[("one scale per row", 0), ("groups of 64", 64), ("groups of 32", 32)],
+                       value=0, description="scales", **wide)  # 0, not None: None would select nothing
     out = w.Output()
 
     def update():
         weight = modules[layer.value].weight.detach()
         result = quant.layer_errors(weight, calib_inputs[layer.value], test_inputs[layer.value], method.value,
-                                    bits.value, group.value)
+                                    bits.value, group.value or None)
         say(f"{layer.value} {tuple(weight.shape)}, {method.value} at {bits.value} bits: relative weight error "
-              f"{result['weight_error']:.4f}, relative output error on held-out tokens {result['output_error']:.4f}")
+            f"{result['weight_error']:.4f}, relative output error on held-out tokens {result['output_error']:.4f}")
         fig, _ = plot_weight_grid(weight[0], result["w_hat"][0],
                                   title=f"row 0 of {layer.value}: float weights and the values they round to")
         show(fig)
