@@ -41,4 +41,3 @@ def live_figure():
         plt.close(fig)
 
     return redraw
-
