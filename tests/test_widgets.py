@@ -50,6 +50,41 @@ def test_a_displayed_explorer_carries_its_picture_and_a_note():
     plt.close("all")
 
 
+def test_new_figure_off_pyplot_is_unknown_to_pyplot_and_keeps_its_options():
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    from course_utils.plotting.figure import new_figure, off_pyplot
+
+    plt.close("all")
+    with off_pyplot():
+        fig, axes = new_figure(1, 2, width=3.0, height=2.0, sharey=True, constrained_layout=True)
+    assert plt.get_fignums() == []
+    assert tuple(fig.get_size_inches()) == (6.0, 2.0) and len(axes) == 2
+    assert isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+    assert axes[0].get_shared_y_axes().joined(axes[0], axes[1])
+    new_figure()
+    assert len(plt.get_fignums()) == 1  # outside, pyplot knows it (a notebook cell shows it)
+    plt.close("all")
+
+
+def test_a_widget_update_draws_on_figures_pyplot_does_not_know(monkeypatch):
+    """ipykernel 7 may run pyplot's redraw of all open figures on another thread while a widget updates; two threads
+    in matplotlib's math-text parser break it (the browser test saw "ParseException" from the RoPE explorer)."""
+    from course_utils.widgets import positional
+
+    known = []
+
+    def spy(fig):
+        known.append(plt.get_fignums())
+        widgets.show(fig)
+
+    monkeypatch.setattr(positional, "show", spy)
+    plt.close("all")
+    box = widgets.rope_explorer()
+    box.children[0].children[0].value = 1e7  # the base slider: a live update
+    assert len(known) == 3 * 2 and known == [[]] * len(known)  # picture, first view, update: two figures each
+
+
 def test_live_figure_outside_ipython_closes_each_figure():
     from course_utils.plotting import live_figure
 

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+_off_pyplot = contextvars.ContextVar("off_pyplot", default=False)
+
+
+@contextlib.contextmanager
+def off_pyplot():
+    """Inside, `new_figure` makes figures that pyplot does not know, so none of its hooks draws or shows them. A
+    widget's update draws this way: ipykernel 7 may run pyplot's redraw of every open figure (an IPython post-execute
+    hook) on another thread while the update draws, and matplotlib's math-text parser breaks when two threads use it.
+    The flag belongs to the current thread (a context variable)."""
+    token = _off_pyplot.set(True)
+    try:
+        yield
+    finally:
+        _off_pyplot.reset(token)
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 3.5, **kwargs):
-    """A figure with a grid of axes, sized per panel: (fig, ax) or (fig, axes)."""
-    fig, ax = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=True, **kwargs)
-    return fig, ax
+    """A figure with a grid of axes, sized per panel: (fig, ax) or (fig, axes). `kwargs` go to `plt.subplots`."""
+    size = (width * ncols, height * nrows)
+    if not _off_pyplot.get():
+        return plt.subplots(nrows, ncols, figsize=size, squeeze=True, **kwargs)
+    figure_kwargs = {k: kwargs.pop(k) for k in ("constrained_layout", "layout", "dpi") if k in kwargs}
+    fig = Figure(figsize=size, **figure_kwargs)
+    return fig, fig.subplots(nrows, ncols, squeeze=True, **kwargs)
 
 
 def legend_below(fig, ax, title: str = "") -> None:

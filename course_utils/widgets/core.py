@@ -56,12 +56,15 @@ def say(text: str, width: int = 88, sep: str = " ") -> None:
 
 def safe_callback(output, fn: Callable) -> Callable:
     """Wrap `fn()` as a widget callback (the change it is passed is ignored): run it inside `output` (an
-    ipywidgets.Output), showing any error as text."""
+    ipywidgets.Output), its figures kept from pyplot (`plotting.figure.off_pyplot`), showing any error as text."""
+    from ..plotting.figure import off_pyplot
+
     def wrapped(*_change):
         output.clear_output(wait=True)
         with output:
             try:
-                fn()
+                with off_pyplot():
+                    fn()
             except Exception as exc:  # shown to the user; the kernel keeps running
                 print(f"Could not update: {type(exc).__name__}: {exc}")
     return wrapped
@@ -71,12 +74,14 @@ def default_view_picture(update: Callable, settings: str = "") -> bytes:
     """Run `update` once, collecting its figures (drawn with `show`) and printed lines instead of showing them; return
     one PNG: the STORED_NOTE caption and the controls' `settings`, the figures stacked, the printed lines below."""
     global _pictures
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from PIL import Image
+
+    from ..plotting.figure import off_pyplot
 
     _pictures, text = [], io.StringIO()
     try:
-        with contextlib.redirect_stdout(text):
+        with contextlib.redirect_stdout(text), off_pyplot():
             update()
         figures = _pictures
     except Exception as exc:  # the live widget shows the same error as a message
@@ -88,11 +93,10 @@ def default_view_picture(update: Callable, settings: str = "") -> bytes:
 
     def text_image(lines: str, **style):
         n = max(1, lines.count("\n") + 1)
-        fig = plt.figure(figsize=(width / 100, 0.18 * n + 0.1), dpi=100)
+        fig = Figure(figsize=(width / 100, 0.18 * n + 0.1), dpi=100)
         fig.text(0.01, 0.5, lines, va="center", ha="left", **style)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")
-        plt.close(fig)
         return Image.open(buffer)
 
     parts.insert(0, text_image(STORED_NOTE + (f"\nSettings: {settings}" if settings else ""), fontsize=9,
