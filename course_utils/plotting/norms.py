@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from ..norms import NORM_POSITIONS
 from .figure import new_figure
@@ -41,6 +41,8 @@ def plot_grad_norms(results: dict, note: str = ""):
             colour = f"C{list(NORM_POSITIONS).index(pos)}"
             ax.plot(range(1, len(g) + 1), g, marker="o", ms=3, label=pos, color=colour)
         ax.set_yscale("log")
+        low, high = ax.get_ylim()  # a panel spanning under two decades may hold no power of ten: label 1, 2, 5 too
+        ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if high / low < 100 else (1,)))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.2, 1, 2 rather than 2×10⁻¹
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{n} blocks at initialization" + (f"\n{note}" if note else ""), fontsize=10)
