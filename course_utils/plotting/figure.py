@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 
 import matplotlib.pyplot as plt
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 _off_pyplot = contextvars.ContextVar("off_pyplot", default=False)
@@ -31,6 +32,7 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: fl
         return plt.subplots(nrows, ncols, figsize=size, squeeze=True, **kwargs)
     figure_kwargs = {k: kwargs.pop(k) for k in ("constrained_layout", "layout", "dpi") if k in kwargs}
     fig = Figure(figsize=size, **figure_kwargs)
+    FigureCanvasAgg(fig)  # a canvas with a renderer: tight_layout need not draw the figure to measure it
     return fig, fig.subplots(nrows, ncols, squeeze=True, **kwargs)
 
 
