@@ -33,8 +33,8 @@ def plot_weight_grid(w_row, w_hat_row, *, title: str = ""):
     fig, ax = new_figure(width=6.0, height=3.0)
     ax.hist(w_row, bins=60, color="0.6", label="float weights of the row")
     levels = np.unique(np.round(w_hat_row, 8))
-    for k, level in enumerate(levels):
-        ax.axvline(level, color="C3", lw=1, alpha=0.8, label="values after quantization" if k == 0 else None)
+    ax.vlines(levels, 0, 1, transform=ax.get_xaxis_transform(), color="C3", lw=1, alpha=0.8,
+              label="values after quantization")  # one collection: 256 axvlines took half a redraw at 8 bits
     ax.set_xlabel("weight value")
     ax.set_ylabel("weights in the row")
     ax.legend(fontsize=8, loc="upper right")

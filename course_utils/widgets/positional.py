@@ -31,12 +31,14 @@ def rope_explorer(head_dim: int = 64):
         plain, _ = rope_inv_freq(head_dim, base.value)
         scaled, attention_factor = rope_inv_freq(head_dim, base.value, scaling)
         label = f"{method.value} s={factor.value:g}"
-        fig, _ = plot_rope_wavelengths(rope_wavelengths(plain), context.value, {label: rope_wavelengths(scaled)})
+        fig, ax = plot_rope_wavelengths(rope_wavelengths(plain), context.value, {label: rope_wavelengths(scaled)})
+        ax.minorticks_off()  # on these many-decade log axes, minor ticks were half of each redraw's time
         show(fig)
         reach = int(context.value * factor.value * 4)
-        fig, _ = plot_score_bound({"plain": rope_score_bound(head_dim, base.value, reach),
-                                   label: rope_score_bound(head_dim, base.value, reach, scaling)},
-                                  int(context.value * factor.value))
+        fig, ax = plot_score_bound({"plain": rope_score_bound(head_dim, base.value, reach),
+                                    label: rope_score_bound(head_dim, base.value, reach, scaling)},
+                                   int(context.value * factor.value))
+        ax.minorticks_off()
         show(fig)
         turning = (rope_wavelengths(plain) <= context.value).sum().item()
         say(f"pairs that turn fully within L = {context.value}: {turning} of {head_dim // 2}; "
