@@ -233,3 +233,26 @@ def test_resumed_qat_equals_an_uninterrupted_run(tiny, tmp_path):
     quant.qat_train(resumed, tok, **kwargs, checkpoint_dir=tmp_path, resume=True)
     for a, b in zip(whole.parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_weight_grid_plot_draws_every_grid_value_once_and_in_view():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_utils.plotting import plot_weight_grid
+
+    w = torch.randn(1, 512, generator=torch.Generator().manual_seed(0)) * 0.05
+    w[0, 0] = 0.3  # an outlier sets the absmax scale, far from the bulk of the histogram
+    w_hat = quant.fake_quantize(w, 4)
+    levels = torch.unique(w_hat[0])
+    fig, ax = plot_weight_grid(w[0], w_hat[0])
+    xs = sorted({float(x) for line in ax.get_lines() for x in line.get_xdata()}  # axvlines or one collection
+                | {float(seg[0][0]) for c in ax.collections for seg in c.get_segments()})
+    assert len(xs) == len(levels) and max(abs(a - b) for a, b in zip(xs, levels.tolist())) < 1e-6
+    low, high = ax.get_xlim()
+    assert low <= levels.min().item() and levels.max().item() <= high  # the outlier's value too
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["float weights of the row",
+                                                                   "values after quantization"]
+    plt.close(fig)
