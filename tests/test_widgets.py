@@ -102,3 +102,49 @@ def test_wrap_breaks_between_items_then_words():
     assert wrap("x 1; y 2; z 3", 8, sep="; ") == "x 1; y 2;\n  z 3"  # never inside "y 2"
     assert wrap("x 1; a long item here", 8, sep="; ") == "x 1;\n  a long\n  item\n  here"
     assert wrap("short", 88) == "short"
+
+
+def test_plain_text_ticks_keep_which_log_ticks_are_labelled_and_write_them_without_math_text():
+    fig = plt.figure()
+    wide, narrow, both = fig.subplots(1, 3)
+    wide.semilogy([1e-2, 1e3])
+    narrow.semilogy([0.15, 0.9])  # under one decade: matplotlib labels some minor ticks (2×10⁻¹, ...)
+    both.set_yscale("symlog", linthresh=0.01)
+    both.plot([-100, 100])
+    fig.canvas.draw()
+    before = [[t.get_text() for t in ax.get_yticklabels(which="both")] for ax in fig.axes]
+    widgets.core.plain_text_ticks(fig)
+    fig.canvas.draw()
+    after = [[t.get_text() for t in ax.get_yticklabels(which="both")] for ax in fig.axes]
+    plt.close(fig)
+    assert "10³" in after[0] and "10⁻²" in after[0] and "10⁰" in after[0]
+    assert "2×10⁻¹" in after[1]
+    assert "−10²" in after[2] and "0" in after[2]
+    for old, new in zip(before, after):
+        assert [bool(s) for s in old] == [bool(s) for s in new]  # the same ticks labelled
+        assert all("$" not in s for s in new) and any("$" in s for s in old)
+
+
+def test_off_pyplot_figures_share_a_renderer_without_mixing_their_pictures():
+    import threading
+
+    from course_utils.plotting.figure import new_figure, off_pyplot
+
+    def picture(fig) -> bytes:
+        fig.canvas.draw()
+        return bytes(fig.canvas.buffer_rgba())
+
+    with off_pyplot():
+        (first, ax1), (second, ax2) = new_figure(), new_figure()
+    ax1.plot([0, 1], [0, 1], label="rising")
+    ax2.bar(["a", "b"], [3, 1])
+    ax2.set_title("bars")
+    alone = picture(first)
+    assert picture(second) != alone
+    assert picture(first) == alone  # drawing the second figure left nothing behind in the first one's picture
+    assert first.canvas.get_renderer() is second.canvas.get_renderer()
+    other_thread = []
+    worker = threading.Thread(target=lambda: other_thread.append(first.canvas.get_renderer()))
+    worker.start()
+    worker.join()
+    assert other_thread[0] is not first.canvas.get_renderer()  # two threads never draw on one renderer

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 
 import matplotlib.pyplot as plt
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
 
 _off_pyplot = contextvars.ContextVar("off_pyplot", default=False)
@@ -25,6 +26,20 @@ def off_pyplot():
         _off_pyplot.reset(token)
 
 
+class _SharedRendererCanvas(FigureCanvasAgg):
+    """An Agg canvas that draws with one renderer per thread, figure size and dpi, shared by all such figures: the
+    renderer keeps the sizes of texts it has laid out, so a widget's next figure need not measure its labels again."""
+
+    _renderers = threading.local()
+
+    def get_renderer(self):
+        key = (*self.figure.bbox.size, self.figure.dpi)
+        renderers = self._renderers.__dict__.setdefault("by_key", {})
+        if key not in renderers:
+            renderers[key] = RendererAgg(*key)
+        return renderers[key]
+
+
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 3.5, **kwargs):
     """A figure with a grid of axes, sized per panel: (fig, ax) or (fig, axes). `kwargs` go to `plt.subplots`."""
     size = (width * ncols, height * nrows)
@@ -32,7 +47,7 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: fl
         return plt.subplots(nrows, ncols, figsize=size, squeeze=True, **kwargs)
     figure_kwargs = {k: kwargs.pop(k) for k in ("constrained_layout", "layout", "dpi") if k in kwargs}
     fig = Figure(figsize=size, **figure_kwargs)
-    FigureCanvasAgg(fig)  # a canvas with a renderer: tight_layout need not draw the figure to measure it
+    _SharedRendererCanvas(fig)  # a canvas with a renderer: tight_layout need not draw the figure to measure it
     return fig, fig.subplots(nrows, ncols, squeeze=True, **kwargs)
 
 
