@@ -1,9 +1,10 @@
 """Widgets in a real browser: JupyterLab in headless Chromium (Debian's `chromium`, driven by Playwright's Python
 package through its executable path), as a student or instructor uses them.
 
-For each widget: open a one-cell notebook that displays it, run it, move every control, and check that the output
-changes, no "Could not update" message appears and the browser logs no error from the widget; the time from each
-move to the last redraw is written to .cache/browser/latency.json (measured, not asserted: CI runs it under load).
+One notebook holds every widget, a cell each, on one kernel (one start, one import of course_utils). For each widget:
+run its cell, move every control, and check that the output changes, no "Could not update" message appears and the
+browser logs no error from the widget; the time from each move to the last redraw is written to
+.cache/browser/latency.json (measured, not asserted: CI runs it beside other tests).
 Screenshots go to .cache/browser/ (ignored) for a developer to look at. Skips with a message where no Chromium is
 installed; .ci/run installs it, so CI always runs this test.
 """
@@ -30,19 +31,19 @@ TARGET_S = 0.3  # the wished-for time from moving a control to the redrawn outpu
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed: `apt-get install chromium` "
                                                          "(.ci/run does) to run the browser test of the widgets")
 
-WIDGETS = {  # widget -> the code of its one cell (small sizes: the test measures the widget, not the model)
+SETUP = ("%matplotlib inline\nimport torch\nimport course_utils as cu\n"
+         "m, t = cu.load_model('course-tiny', attn_implementation='eager')")  # eager: attention weights to show
+WIDGETS = {  # widget -> the code of its cell (small sizes: the test measures the widget, not the model)
     "eval_size_explorer": "display(cu.widgets.eval_size_explorer())",
     "moe_explorer": "display(cu.widgets.moe_explorer())",
     "rope_explorer": "display(cu.widgets.rope_explorer())",
     "memory_explorer": "display(cu.widgets.memory_explorer())",
     "quant_explorer": "display(cu.widgets.quant_explorer(n_calibration=4))",
-    "decoding_explorer": ("m, t = cu.load_model('course-tiny')\n"
-                          "display(cu.widgets.decoding_explorer(m, t, 'Once upon a time', max_new_tokens=5))"),
-    "attention_explorer": ("m, t = cu.load_model('course-tiny', attn_implementation='eager')\n"
-                           "display(cu.widgets.attention_explorer(m, t, 'Once upon a time'))"),
-    "norm_explorer": ("import torch\n"
-                      "display(cu.widgets.norm_explorer(torch.randint(0, 500, (2, 32)), 500, depths=(3, 6, 12)))"),
+    "decoding_explorer": "display(cu.widgets.decoding_explorer(m, t, 'Once upon a time', max_new_tokens=5))",
+    "attention_explorer": "display(cu.widgets.attention_explorer(m, t, 'Once upon a time'))",
+    "norm_explorer": "display(cu.widgets.norm_explorer(torch.randint(0, 500, (2, 32)), 500, depths=(2, 4)))",
 }
+NOTEBOOK = "widgets"
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
 STORED = "stored_widget"  # a notebook holding a displayed widget's stored output, opened without running it
 
@@ -55,21 +56,25 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """A JupyterLab server on a free local port over a folder of one-cell widget notebooks: (base url, token)."""
+    """A JupyterLab server on a free local port over the widgets notebook (a set-up cell, then a cell per widget) and
+    a stored notebook: (base url, token)."""
     import nbformat
 
     root = tmp_path_factory.mktemp("lab")
-    for name, code in WIDGETS.items():
-        cell = nbformat.v4.new_code_cell("%matplotlib inline\nimport course_utils as cu\n" + code)
-        nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata=KERNEL), root / f"{name}.ipynb")
+    cells = [nbformat.v4.new_code_cell(code) for code in [SETUP, *WIDGETS.values()]]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata=KERNEL), root / f"{NOTEBOOK}.ipynb")
     from course_utils import widgets
 
     stored = nbformat.v4.new_code_cell("display(cu.widgets.moe_explorer())", execution_count=1, outputs=[
         nbformat.v4.new_output("display_data", data=widgets.moe_explorer()._repr_mimebundle_())])
     nbformat.write(nbformat.v4.new_notebook(cells=[stored], metadata=KERNEL), root / f"{STORED}.ipynb")
-    settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')  # no pop-up over outputs
+    settings = root / ".settings" / "@jupyterlab"
+    (settings / "apputils-extension").mkdir(parents=True)
+    (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false"}')  # no pop-up over outputs
+    (settings / "notebook-extension").mkdir()
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        '{"windowingMode": "none"}')  # every cell stays in the page, also those scrolled out of view
     port, token = _free_port(), "browser-test"
     env = {**os.environ, "COURSE_PROFILE": "ci", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
@@ -101,29 +106,51 @@ def browser():
         b.close()
 
 
-def _controls(page):
-    """(label, action) for every control of the widget on the page: sliders jump to an end, dropdowns to another
-    option, toggle buttons to another button, check boxes flip, text boxes get new text."""
+@pytest.fixture(scope="module")
+def notebook(lab, browser):
+    """The widgets notebook open at 1024 x 768 (a classroom projector, sidebar open), its set-up cell run: (page,
+    browser errors logged so far)."""
+    url, token = lab
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{url}/lab/workspaces/{NOTEBOOK}/tree/{NOTEBOOK}.ipynb?reset&token={token}")  # a fresh workspace
+    page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=60_000)  # the kernel is ready
+    _cell(page, 0).locator(".jp-InputArea-editor").click()
+    page.keyboard.press("Shift+Enter")
+    _cell(page, 0).locator(".jp-InputPrompt", has_text="[1]").wait_for(timeout=120_000)  # set-up done
+    yield page, errors
+    page.close()
+
+
+def _cell(page, index: int):
+    return page.locator(".jp-Notebook .jp-Cell").nth(index)
+
+
+def _controls(root):
+    """(label, action) for every control of the widget in `root` (its cell): sliders jump to an end, dropdowns to
+    another option, toggle buttons to another button, check boxes flip, text boxes get new text."""
     out = []
-    for i in range(page.locator(".widget-slider").count()):
-        slider = page.locator(".widget-slider").nth(i)
+    for i in range(root.locator(".widget-slider").count()):
+        slider = root.locator(".widget-slider").nth(i)
         label = slider.locator(".widget-label").inner_text()
         out.append((f"slider {label!r}", lambda s=slider: _slide_to_an_end(s)))
-    for i in range(page.locator(".widget-dropdown select").count()):
-        select = page.locator(".widget-dropdown select").nth(i)
+    for i in range(root.locator(".widget-dropdown select").count()):
+        select = root.locator(".widget-dropdown select").nth(i)
         options = select.locator("option")
-        out.append((f"dropdown {page.locator('.widget-dropdown').nth(i).inner_text().split(chr(10))[0]!r}",
+        out.append((f"dropdown {root.locator('.widget-dropdown').nth(i).inner_text().split(chr(10))[0]!r}",
                     lambda s=select, o=options: s.select_option(index=o.count() - 1 if s.input_value() != o.nth(
                         o.count() - 1).get_attribute("value") else 0)))
-    for i in range(page.locator(".widget-toggle-buttons").count()):
-        group = page.locator(".widget-toggle-buttons").nth(i)
+    for i in range(root.locator(".widget-toggle-buttons").count()):
+        group = root.locator(".widget-toggle-buttons").nth(i)
         out.append((f"buttons {group.inner_text().split(chr(10))[0]!r}",
                     lambda g=group: g.locator("button:not(.mod-active)").first.click()))
-    for i in range(page.locator(".widget-checkbox input").count()):
-        box = page.locator(".widget-checkbox input").nth(i)
-        out.append((f"checkbox {page.locator('.widget-checkbox').nth(i).inner_text()!r}", lambda b=box: b.click()))
-    for i in range(page.locator(".widget-text input").count()):
-        box = page.locator(".widget-text input").nth(i)
+    for i in range(root.locator(".widget-checkbox input").count()):
+        box = root.locator(".widget-checkbox input").nth(i)
+        out.append((f"checkbox {root.locator('.widget-checkbox').nth(i).inner_text()!r}", lambda b=box: b.click()))
+    for i in range(root.locator(".widget-text input").count()):
+        box = root.locator(".widget-text input").nth(i)
         out.append(("text box", lambda b=box: (b.fill("The cat sat on the mat."), b.press("Enter"))))
     return out
 
@@ -167,20 +194,18 @@ def _update_time(output, before: str, quiet: float = 0.5, timeout: float = 20.0)
 
 
 @pytest.mark.parametrize("name", list(WIDGETS))
-def test_widget_in_browser(lab, browser, name):
-    url, token = lab
-    page = browser.new_page(viewport={"width": 1024, "height": 768})  # a classroom projector, sidebar open
-    errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
+def test_widget_in_browser(notebook, name):
+    page, errors = notebook
+    cell = _cell(page, 1 + list(WIDGETS).index(name))
+    seen = len(errors)
     try:
-        _drive_widget(page, url, token, name, errors)
+        _drive_widget(page, cell, name)
     except Exception:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SHOTS / f"{name}_failed.png")
         raise
-    finally:
-        page.close()
+    widget_errors = [e for e in errors[seen:] if "widget" in e.lower() or "Error:" in e]
+    assert not widget_errors, f"{name}: browser console errors {widget_errors[:5]}"
 
 
 def test_stored_widget_shows_its_picture(lab, browser):
@@ -200,37 +225,33 @@ def test_stored_widget_shows_its_picture(lab, browser):
         page.close()
 
 
-def _drive_widget(page, url: str, token: str, name: str, errors: list) -> None:
-    """Run the widget's notebook, move every control, assert each update shows and raises nothing; time it."""
-    page.goto(f"{url}/lab/workspaces/{name}/tree/{name}.ipynb?reset&token={token}")  # a fresh workspace: one tab
-    page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=60_000)  # the kernel is ready
-    page.locator(".jp-Cell .jp-InputArea-editor").first.click()
+def _drive_widget(page, cell, name: str) -> None:
+    """Run the widget's cell, move every control, assert each update shows and raises nothing; time it."""
+    cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
-    output = page.locator(".widget-output").first
+    output = cell.locator(".widget-output").first
     output.locator("img, pre").first.wait_for(timeout=120_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=SHOTS / f"{name}.png")
-    controls = _controls(page)
-    assert controls, f"{name}: no controls found on the page"
+    cell.screenshot(path=SHOTS / f"{name}.png")
+    controls = _controls(cell)
+    assert controls, f"{name}: no controls found in its cell"
     times, problems = {}, []
-    for label, action in controls:
-        before = _settle(output)
+    html = _settle(output)
+    for label, action in controls:  # each update is waited out, still for 0.5 s, before the next control moves
         action()
-        html, seconds = _update_time(output, before)
+        html, seconds = _update_time(output, html)
         times[label] = round(seconds, 3)
         if seconds == float("inf"):
             problems.append(f"{label}: the output did not change")
         if "Could not update" in html:
             problems.append(f"{label}: {output.inner_text()[:300]}")
-    page.screenshot(path=SHOTS / f"{name}_moved.png")
+    cell.screenshot(path=SHOTS / f"{name}_moved.png")
     report = SHOTS / "latency.json"
     table = json.loads(report.read_text()) if report.exists() else {}
     table[name] = times
     report.write_text(json.dumps(table, indent=1))
     print(name, times)
-    widget_errors = [e for e in errors if "widget" in e.lower() or "Error:" in e]
     assert not problems, f"{name}: {problems}"
-    assert not widget_errors, f"{name}: browser console errors {widget_errors[:5]}"
     slow = {k: v for k, v in times.items() if v > TARGET_S}
     if slow:  # reported, not asserted: timings belong to measurements, and CI runs this beside other tests
         print(f"{name}: slower than the {TARGET_S} s target: {slow}")

@@ -28,3 +28,11 @@ def test_measurement_cells_are_never_tagged_for_comparison():
     assert tag_profile_independent(stored, ci_run) == 1
     assert measured["metadata"]["tags"] == ["nbval-ignore-output"]
     assert same["metadata"]["tags"] == ["nbval-check-output"] and "tags" not in different.get("metadata", {})
+
+
+def test_round_off_below_1e_4_compares_equal_across_cpus_and_larger_differences_do_not():
+    subs = sanitizers()
+    assert comparable(stream("max diff 0.0e+00\n"), subs) == comparable(stream("max diff 3.0e-08\n"), subs)
+    assert comparable(stream("norm 3.1e-10\n"), subs) == comparable(stream("norm 3.7e-10\n"), subs)
+    assert comparable(stream("moved 2.0e-02\n"), subs) != comparable(stream("moved 3.0e-02\n"), subs)
+    assert comparable(stream("moved 0.0e+00\n"), subs) != comparable(stream("moved 2.0e-02\n"), subs)

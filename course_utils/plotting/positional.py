@@ -19,12 +19,12 @@ def plot_position_matrix(m, title: str = "", xlabel: str = "", ylabel: str = "",
     return fig, ax
 
 
-def plot_rope_wavelengths(wavelengths, context: int, labelled: dict | None = None):
+def plot_rope_wavelengths(wavelengths, context: int, labelled: dict | None = None, *, ax=None):
     """Tokens per turn of each rotary pair (log scale) against the training context: (fig, ax).
 
-    labelled: optional {label: wavelengths} for scaled variants drawn on top.
+    labelled: optional {label: wavelengths} for scaled variants drawn on top. ax: draw there instead of a new figure.
     """
-    fig, ax = new_figure(width=6.0, height=3.5)
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=6.0, height=3.5)
     ax.semilogy(wavelengths, marker="o", ms=3, label="plain RoPE")
     for label, w in (labelled or {}).items():
         ax.semilogy(w, marker=".", ms=3, lw=1, label=label)
@@ -97,9 +97,10 @@ def plot_rope_rotation(inv_freq, pairs=(0, 4, 12), positions: int = 64):
     return fig, axes
 
 
-def plot_score_bound(curves: dict, context: int | None = None):
-    """curves {label: (distances, bound)} -> RoPE's relative upper bound of |q.k| vs distance, log x: (fig, ax)."""
-    fig, ax = new_figure(width=6.0, height=3.3)
+def plot_score_bound(curves: dict, context: int | None = None, *, ax=None):
+    """curves {label: (distances, bound)} -> RoPE's relative upper bound of |q.k| vs distance, log x: (fig, ax).
+    ax: draw there instead of a new figure."""
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=6.0, height=3.3)
     for label, (m, bound) in curves.items():
         ax.semilogx(m, bound, label=label)
     if context:

@@ -12,7 +12,7 @@ def rope_explorer(head_dim: int = 64):
     """Sliders for RoPE's base, a scaling method and factor, and the context: each pair's wavelength against the
     context, and RoPE's long-term decay bound vs distance, plain next to scaled."""
 
-    from ..plotting import plot_rope_wavelengths, plot_score_bound
+    from ..plotting import new_figure, plot_rope_wavelengths, plot_score_bound
     from ..positional import rope_inv_freq, rope_score_bound, rope_wavelengths
 
     check_int("head_dim", head_dim, 2)
@@ -31,14 +31,14 @@ def rope_explorer(head_dim: int = 64):
         plain, _ = rope_inv_freq(head_dim, base.value)
         scaled, attention_factor = rope_inv_freq(head_dim, base.value, scaling)
         label = f"{method.value} s={factor.value:g}"
-        fig, ax = plot_rope_wavelengths(rope_wavelengths(plain), context.value, {label: rope_wavelengths(scaled)})
-        ax.minorticks_off()  # on these many-decade log axes, minor ticks were half of each redraw's time
-        show(fig)
+        fig, (top, bottom) = new_figure(2, 1, width=6.0, height=3.4)  # one figure: laid out, drawn and sent once
+        plot_rope_wavelengths(rope_wavelengths(plain), context.value, {label: rope_wavelengths(scaled)}, ax=top)
         reach = int(context.value * factor.value * 4)
-        fig, ax = plot_score_bound({"plain": rope_score_bound(head_dim, base.value, reach),
-                                    label: rope_score_bound(head_dim, base.value, reach, scaling)},
-                                   int(context.value * factor.value))
-        ax.minorticks_off()
+        plot_score_bound({"plain": rope_score_bound(head_dim, base.value, reach),
+                          label: rope_score_bound(head_dim, base.value, reach, scaling)},
+                         int(context.value * factor.value), ax=bottom)
+        for ax in (top, bottom):
+            ax.minorticks_off()  # on these many-decade log axes, minor ticks were half of each redraw's time
         show(fig)
         turning = (rope_wavelengths(plain) <= context.value).sum().item()
         say(f"pairs that turn fully within L = {context.value}: {turning} of {head_dim // 2}; "
