@@ -129,8 +129,9 @@ def _cell(page, index: int):
 
 
 def _controls(root):
-    """(label, action) for every control of the widget in `root` (its cell): sliders jump to an end, dropdowns to
-    another option, toggle buttons to another button, check boxes flip, text boxes get new text."""
+    """(label, prepare) for every control of the widget in `root` (its cell). prepare() reads the control's state and
+    returns the move, so that only the move itself is timed: sliders jump to an end, dropdowns to another option,
+    toggle buttons to another button, check boxes flip, text boxes get new text (sent with Enter)."""
     out = []
     for i in range(root.locator(".widget-slider").count()):
         slider = root.locator(".widget-slider").nth(i)
@@ -138,59 +139,70 @@ def _controls(root):
         out.append((f"slider {label!r}", lambda s=slider: _slide_to_an_end(s)))
     for i in range(root.locator(".widget-dropdown select").count()):
         select = root.locator(".widget-dropdown select").nth(i)
-        options = select.locator("option")
-        out.append((f"dropdown {root.locator('.widget-dropdown').nth(i).inner_text().split(chr(10))[0]!r}",
-                    lambda s=select, o=options: s.select_option(index=o.count() - 1 if s.input_value() != o.nth(
-                        o.count() - 1).get_attribute("value") else 0)))
+        label = root.locator(".widget-dropdown").nth(i).inner_text().split("\n")[0]
+        out.append((f"dropdown {label!r}", lambda s=select: _another_option(s)))
     for i in range(root.locator(".widget-toggle-buttons").count()):
         group = root.locator(".widget-toggle-buttons").nth(i)
-        out.append((f"buttons {group.inner_text().split(chr(10))[0]!r}",
-                    lambda g=group: g.locator("button:not(.mod-active)").first.click()))
+        out.append((f"buttons {group.inner_text().splitlines()[0]!r}",
+                    lambda g=group: g.locator("button:not(.mod-active)").first.click))
     for i in range(root.locator(".widget-checkbox input").count()):
         box = root.locator(".widget-checkbox input").nth(i)
-        out.append((f"checkbox {root.locator('.widget-checkbox').nth(i).inner_text()!r}", lambda b=box: b.click()))
+        out.append((f"checkbox {root.locator('.widget-checkbox').nth(i).inner_text()!r}", lambda b=box: b.click))
     for i in range(root.locator(".widget-text input").count()):
         box = root.locator(".widget-text input").nth(i)
-        out.append(("text box", lambda b=box: (b.fill("The cat sat on the mat."), b.press("Enter"))))
+        out.append(("text box", lambda b=box: _new_text(b)))
     return out
 
 
-def _slide_to_an_end(slider) -> None:
-    """Move a slider to its maximum with the keyboard, or to its minimum when it is already there."""
-    handle, readout = slider.locator(".noUi-handle"), slider.locator(".widget-readout")
-    before = readout.inner_text()
+def _slide_to_an_end(slider):
+    """The keyboard move of a slider to its maximum, or to its minimum when it is already there."""
+    handle = slider.locator(".noUi-handle")
+    at_max = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
     handle.focus()
-    handle.press("End")
-    if readout.inner_text() == before:
-        handle.press("Home")
+    return lambda: handle.press("Home" if at_max else "End")
 
 
-def _settle(output, quiet: float = 0.5, timeout: float = 20.0) -> str:
-    """Wait until the widget's output has not changed for `quiet` seconds (the last update fully drawn)."""
-    html, still, t0 = output.inner_html(), time.perf_counter(), time.perf_counter()
-    while time.perf_counter() - still < quiet and time.perf_counter() - t0 < timeout:
-        time.sleep(0.02)
-        now = output.inner_html()
-        if now != html:
-            html, still = now, time.perf_counter()
-    return html
+def _another_option(select):
+    """The move of a dropdown to its last option, or to its first when the last is chosen."""
+    values = select.locator("option").evaluate_all("options => options.map(o => o.value)")
+    index = 0 if select.input_value() == values[-1] else len(values) - 1
+    return lambda: select.select_option(index=index)
 
 
-def _update_time(output, before: str, quiet: float = 0.5, timeout: float = 20.0) -> tuple[str, float]:
-    """Poll the widget's output after a control moved: (final html, seconds until its last change), once it has
-    changed, is complete again (a figure where `before` had one, else text) and stays still for `quiet` seconds;
-    inf if it never changed within `timeout`."""
-    done = "<img" if "<img" in before else "<pre"
-    t0 = time.perf_counter()
-    html, last = before, None
-    while time.perf_counter() - t0 < timeout:
-        now = output.inner_html()
-        if now != html:
-            html, last = now, time.perf_counter()
-        elif last is not None and done in html and time.perf_counter() - last >= quiet:
-            return html, last - t0
-        time.sleep(0.01)
-    return html, float("inf") if last is None else last - t0
+def _new_text(box):
+    """The move of a text box: new text typed in, sent with Enter (the box sends on Enter, not on each key)."""
+    box.fill("The cat sat on the mat.")
+    return lambda: box.press("Enter")
+
+
+# Watch a widget's output inside the page: a MutationObserver stamps each change with performance.now(), so the test
+# reads two numbers every 50 ms instead of pulling the output's HTML (a base64 PNG) a hundred times a second, which
+# took enough CPU to slow the updates it measured.
+_WATCH = """el => { el.__changes = [];
+    if (!el.__watch) {
+        el.__watch = new MutationObserver(() => el.__changes.push(performance.now()));
+        el.__watch.observe(el, {subtree: true, childList: true, characterData: true, attributes: true});
+    }
+    return performance.now(); }"""
+_STATE = "el => [el.__changes.at(-1) ?? null, performance.now(), el.querySelector('img, pre') !== null]"
+
+
+def _update_time(output, action=None, quiet: float = 0.5, timeout: float = 20.0) -> float:
+    """Run `action` (a control's move) and wait: seconds from the move to the output's last change, once it has
+    changed, shows a figure or text, and stays still for `quiet` seconds; inf if it never changes within `timeout`.
+    Without an action, wait until the output has been still for `quiet` seconds."""
+    start = output.evaluate(_WATCH)
+    if action is not None:
+        action()
+    while True:
+        last, now, shown = output.evaluate(_STATE)
+        if action is None and now - (last or start) >= quiet * 1000:
+            return 0.0
+        if last is not None and shown and now - last >= quiet * 1000:
+            return (last - start) / 1000
+        if now - start > timeout * 1000:
+            return float("inf") if last is None else (last - start) / 1000
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("name", list(WIDGETS))
@@ -236,15 +248,15 @@ def _drive_widget(page, cell, name: str) -> None:
     controls = _controls(cell)
     assert controls, f"{name}: no controls found in its cell"
     times, problems = {}, []
-    html = _settle(output)
-    for label, action in controls:  # each update is waited out, still for 0.5 s, before the next control moves
-        action()
-        html, seconds = _update_time(output, html)
+    _update_time(output)  # the first view drawn
+    for label, prepare in controls:  # each update is waited out, still for 0.5 s, before the next control moves
+        seconds = _update_time(output, prepare())
         times[label] = round(seconds, 3)
         if seconds == float("inf"):
             problems.append(f"{label}: the output did not change")
-        if "Could not update" in html:
-            problems.append(f"{label}: {output.inner_text()[:300]}")
+        shown = output.inner_text()
+        if "Could not update" in shown:
+            problems.append(f"{label}: {shown[:300]}")
     cell.screenshot(path=SHOTS / f"{name}_moved.png")
     report = SHOTS / "latency.json"
     table = json.loads(report.read_text()) if report.exists() else {}
