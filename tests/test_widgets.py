@@ -82,7 +82,7 @@ def test_a_widget_update_draws_on_figures_pyplot_does_not_know(monkeypatch):
     plt.close("all")
     box = widgets.rope_explorer()
     box.children[0].children[0].value = 1e7  # the base slider: a live update
-    assert len(known) == 3 * 2 and known == [[]] * len(known)  # picture, first view, update: two figures each
+    assert len(known) == 3 and known == [[]] * 3  # the picture, the first view and the update: one figure each
 
 
 def test_live_figure_outside_ipython_closes_each_figure():
