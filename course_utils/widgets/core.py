@@ -16,16 +16,18 @@ STORED_NOTE = "A picture of this widget's default view. Run the notebook's cells
 _pictures: list | None = None  # PNGs collected while default_view_picture runs the update; None: display them
 
 
-def show(fig) -> None:
+def show(fig, layout: bool = True) -> None:
     """Display `fig` as one PNG and close it: its log-axis labels in plain text (`plain_text_ticks`), laid out once
-    and drawn once (savefig, or the inline backend's tight bounding box, would lay it out again first)."""
+    (layout=False: its plot function did, and nothing was added since) and drawn once (savefig, or the inline
+    backend's tight bounding box, would lay it out again first)."""
     import matplotlib.pyplot as plt
     from IPython.display import Image, display
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image as Picture
 
     plain_text_ticks(fig)
-    fig.tight_layout()
+    if layout:
+        fig.tight_layout()
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     buffer = io.BytesIO()

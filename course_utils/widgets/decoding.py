@@ -41,7 +41,7 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30
         values = {name: s.value for name, s in sliders.items()}
         view = filter_view(logits, ids.cpu(), **values)
         fig, _ax = plot_next_token_filter(view, tokenizer, top=top)
-        show(fig)
+        show(fig, layout=False)  # laid out by the plot
         shown = torch.topk(logits, min(top, vocab)).indices.tolist()
         if not in_prompt.intersection(shown):
             say(f"None of the {len(shown)} likeliest tokens occurs in the prompt, so the repetition penalty (which acts "

@@ -33,7 +33,7 @@ def norm_explorer(rows, vocab_size: int, *, depths=(3, 6, 12, 24, 48), embed_std
             return
         by_pos = {pos: grads[depth.value, std.value, pos] for pos in chosen}
         fig, _ = plot_grad_norms({depth.value: by_pos}, note=f"embeddings std {std.value:g}, seed {seed}")
-        show(fig)
+        show(fig, layout=False)  # laid out by the plot
         say("last/first block gradient ratio: "
             + ";  ".join(f"{pos} {g[-1] / g[0]:.3g}" for pos, g in by_pos.items()))
 
