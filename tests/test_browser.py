@@ -237,6 +237,12 @@ def test_stored_widget_shows_its_picture(lab, browser):
         page.close()
 
 
+def _screenshot(page, output, path) -> None:
+    """The page as a student sees it at 1024 x 768, scrolled to the widget's figure (or its text)."""
+    output.locator("img, pre").last.scroll_into_view_if_needed()
+    page.screenshot(path=path)
+
+
 def _drive_widget(page, cell, name: str) -> None:
     """Run the widget's cell, move every control, assert each update shows and raises nothing; time it."""
     cell.locator(".jp-InputArea-editor").click()
@@ -244,7 +250,7 @@ def _drive_widget(page, cell, name: str) -> None:
     output = cell.locator(".widget-output").first
     output.locator("img, pre").first.wait_for(timeout=120_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    cell.screenshot(path=SHOTS / f"{name}.png")
+    _screenshot(page, output, SHOTS / f"{name}.png")
     controls = _controls(cell)
     assert controls, f"{name}: no controls found in its cell"
     times, problems = {}, []
@@ -257,7 +263,7 @@ def _drive_widget(page, cell, name: str) -> None:
         shown = output.inner_text()
         if "Could not update" in shown:
             problems.append(f"{label}: {shown[:300]}")
-    cell.screenshot(path=SHOTS / f"{name}_moved.png")
+    _screenshot(page, output, SHOTS / f"{name}_moved.png")
     report = SHOTS / "latency.json"
     table = json.loads(report.read_text()) if report.exists() else {}
     table[name] = times
