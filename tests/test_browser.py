@@ -176,8 +176,8 @@ def _new_text(box):
 
 
 # Watch a widget's output inside the page: a MutationObserver stamps each change with performance.now(), so the test
-# reads two numbers every 50 ms instead of pulling the output's HTML (a base64 PNG) a hundred times a second, which
-# took enough CPU to slow the updates it measured.
+# reads two numbers every 50 ms instead of pulling the output's HTML (a base64 PNG) a hundred times a second on the
+# machine whose updates it measures, and the times are the page's own.
 _WATCH = """el => { el.__changes = [];
     if (!el.__watch) {
         el.__watch = new MutationObserver(() => el.__changes.push(performance.now()));
