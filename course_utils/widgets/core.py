@@ -32,7 +32,7 @@ def show(fig, layout: bool = True) -> None:
     canvas.draw()
     buffer = io.BytesIO()
     picture = Picture.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba())
-    picture.save(buffer, format="png", compress_level=1)  # a fifth of the default level's time, for a local transfer
+    picture.save(buffer, format="png", compress_level=1)  # a quarter faster than the default level, 10 % larger
     plt.close(fig)
     if _pictures is not None:
         _pictures.append(buffer.getvalue())
@@ -72,7 +72,7 @@ class _PlainTextTicks(Formatter):
 
 def plain_text_ticks(fig) -> None:
     """Label the log axes of `fig` in plain text ('10³') instead of math text: parsing math text anew for every
-    figure was a third of a widget's redraw."""
+    figure was about a fifth of a widget's redraw."""
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             for get, set_ in ((axis.get_major_formatter, axis.set_major_formatter),
