@@ -2,14 +2,16 @@
 
 Modules in lecture order: env, models, data, pretrain · attention (01) · norms (02) · positional, passkey (03) ·
 moe (04) · decoding (05) · lora, memory (06) · sft, train (07) · dpo (08) · grpo, rewards (09) ·
-reward_model, ppo (10) · quant, distill (11) · evaluation (12; its accuracy tables serve every lab) · stats, book (error bars for the lesson checks, and your numbers next to
+reward_model, ppo (10) · quant, distill (11) · evaluation (12; its accuracy tables serve every lab) · rag, editing,
+ssm, prompting (13) · stats, book (error bars for the lesson checks, and your numbers next to
 the stored ones) · checks (argument checks).
 exercises and plotting have one module per lecture (exercises.attention, plotting.decoding, ...); attention, moe,
 dpo, grpo, ppo, quant and evaluation are packages whose modules split the concept from its data, training and measurements.
 """
 
-from . import (attention, book, checks, decoding, distill, dpo, evaluation, exercises, grpo, lora,  # noqa: F401
-               memory, moe, norms, passkey, positional, ppo, quant, reward_model, rewards, sft, stats, train)
+from . import (attention, book, checks, decoding, distill, dpo, editing, evaluation, exercises, grpo, lora,  # noqa: F401
+               memory, moe, norms, passkey, positional, ppo, prompting, quant, rag, reward_model, rewards, sft, ssm,
+               stats, train)
 from .env import Profile, device, doctor, profile, seed_everything  # noqa: F401
 from .models import load_model  # noqa: F401
 from .attention import (Attention, KVCache, attention_entropy, causal_mask, kv_cache_bytes,  # noqa: F401
@@ -33,4 +35,4 @@ from .distill import generalized_jsd_loss  # noqa: F401
 from .stats import binomial_ci, check_above, check_gain, check_seeds  # noqa: F401
 from .book import compare_with_book  # noqa: F401
 from .widgets import (attention_explorer, decoding_explorer, memory_explorer, moe_explorer, norm_explorer,  # noqa: F401
-                      quant_explorer, rope_explorer)
+                      quant_explorer, rag_explorer, rope_explorer)

@@ -252,6 +252,13 @@ CASES = [
      "max_new_tokens"),
     ("widgets", "attention_explorer", "text not str", lambda f: f(model(), tok(), 42), "text"),
     ("widgets", "attention_explorer", "max_tokens 0", lambda f: f(model(), tok(), "Once", max_tokens=0), "max_tokens"),
+    ("widgets", "rag_explorer", "world_seed -1", lambda f: f(model(), tok(), None, None, world_seed=-1), "world_seed"),
+    # lecture 13
+    ("rag", "make_world", "seed -1", lambda f: f(-1), "seed"),
+    ("rag", "retrieve", "k 0", lambda f: f(cu.rag.BM25(["a b", "c"]), "a", 0), "k"),
+    ("rag", "BM25", "b 2", lambda f: f(["a b"], b=2.0), "b"),
+    ("ssm", "ssm_state_bytes", "d_state 0", lambda f: f(2, 64, d_state=0), "d_state"),
+    ("editing", "rome_update", "k wrong size", lambda f: f(_g(4, 6), torch.eye(6), _g(5), _g(4)), "k"),
 ]
 
 def _values(case):
@@ -340,7 +347,8 @@ def _drive(widget) -> int:
 
 
 @pytest.mark.parametrize("which", ["decoding_explorer", "attention_explorer", "memory_explorer", "rope_explorer",
-                                   "moe_explorer", "quant_explorer", "eval_size_explorer", "norm_explorer"])
+                                   "moe_explorer", "quant_explorer", "eval_size_explorer", "norm_explorer",
+                                   "rag_explorer"])
 def test_widget_controls_at_extremes(which):
     from course_utils import widgets
 
@@ -355,6 +363,8 @@ def test_widget_controls_at_extremes(which):
     elif which == "attention_explorer":
         m, t = cu.load_model("course-tiny", device="cpu", attn_implementation="eager")
         w = fn(m, t, "Once upon a time")
+    elif which == "rag_explorer":
+        w = fn(model(), tok(), *cu.load_model("minilm", device="cpu"), world_seed=3)
     else:
         w = fn(model(), tok(), "Once upon a time", max_new_tokens=3)
     assert _drive(w) >= 5

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed:
                                                          "(.ci/run does) to run the browser test of the widgets")
 
 SETUP = ("%matplotlib inline\nimport torch\nimport course_utils as cu\n"
-         "m, t = cu.load_model('course-tiny', attn_implementation='eager')")  # eager: attention weights to show
+         "m, t = cu.load_model('course-tiny', attn_implementation='eager')\n"  # eager: attention weights to show
+         "e, et = cu.load_model('minilm')")
 WIDGETS = {  # widget -> the code of its cell (small sizes: the test measures the widget, not the model)
     "eval_size_explorer": "display(cu.widgets.eval_size_explorer())",
     "moe_explorer": "display(cu.widgets.moe_explorer())",
@@ -42,6 +43,7 @@ WIDGETS = {  # widget -> the code of its cell (small sizes: the test measures th
     "decoding_explorer": "display(cu.widgets.decoding_explorer(m, t, 'Once upon a time', max_new_tokens=5))",
     "attention_explorer": "display(cu.widgets.attention_explorer(m, t, 'Once upon a time'))",
     "norm_explorer": "display(cu.widgets.norm_explorer(torch.randint(0, 500, (2, 32)), 500, depths=(2, 4)))",
+    "rag_explorer": "display(cu.widgets.rag_explorer(m, t, e, et))",
 }
 NOTEBOOK = "widgets"
 KERNEL = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}

@@ -2,7 +2,7 @@
 
 Each check prints one verdict line (PASS, TODO or FAIL) and returns nothing;
 it never raises, so an unfilled stub does not stop the notebook. One module per lecture: setup (00),
-attention (01), norms (02), positional (03), moe (04), decoding (05), lora (06), sft (07), dpo (08), grpo (09), rlhf (10), quant (11), evaluation (12).
+attention (01), norms (02), positional (03), moe (04), decoding (05), lora (06), sft (07), dpo (08), grpo (09), rlhf (10), quant (11), evaluation (12), beyond (13).
 """
 
 from .runner import call, compare, run_check  # noqa: F401
@@ -22,3 +22,4 @@ from .grpo import check_group_advantages, check_k3_kl, check_clipped_surrogate, 
 from .rlhf import check_bradley_terry, check_gae, check_rloo_advantages  # noqa: F401
 from .quant import check_forward_kl, check_group_absmax, check_layer_damage  # noqa: F401
 from .evaluation import check_cohen_kappa, check_ngram_overlap, check_problems_needed  # noqa: F401
+from .beyond import check_bm25, check_selective_scan  # noqa: F401

@@ -1,7 +1,7 @@
 """Pure plotting helpers: each returns (fig, ax) and never writes files.
 
 One module per lecture: attention (01), norms (02), positional (03), moe (04), decoding (05), lora (06, with the
-memory plots), sft (07), dpo (08), grpo (09), rlhf (10), quant (11), evaluation (12); figure.new_figure is the figure they all draw on.
+memory plots), sft (07), dpo (08), grpo (09), rlhf (10), quant (11), evaluation (12), beyond (13); figure.new_figure is the figure they all draw on.
 """
 
 from .figure import live_figure, new_figure  # noqa: F401
@@ -25,3 +25,4 @@ from .rlhf import plot_best_of_n, plot_calibration, plot_overoptimization, plot_
 from .quant import (plot_channel_absmax, plot_distill, plot_error_vs_bits, plot_kl_fits,  # noqa: F401
                     plot_quant_table, plot_weight_grid)
 from .evaluation import plot_contamination, plot_gain_distribution, plot_judges, plot_se_vs_n  # noqa: F401
+from .beyond import plot_accuracies, plot_causal_trace, plot_choice_probs, plot_decode_memory  # noqa: F401

@@ -11,3 +11,4 @@ from .moe import moe_explorer  # noqa: F401
 from .norms import norm_explorer  # noqa: F401
 from .positional import rope_explorer  # noqa: F401
 from .quant import quant_explorer  # noqa: F401
+from .rag import rag_explorer  # noqa: F401
