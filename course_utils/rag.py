@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .checks import check_choice, check_int, check_items, check_number
+from .checks import check_int, check_items, check_number
 from .data import ANIMALS, NAMES, OBJECTS, PLACES
 from .train import TrainConfig, TrainResult, train
 

@@ -120,13 +120,19 @@ def test_mixer_matches_transformers(overrides):
             _close(ours(x), layer.mixer(x), 1e-5, f"layer {i}")
 
 
-def test_model_matches_transformers():
-    model = _hf_model(seed=3)
-    cfg = model.config
-    mixers = []
+def _our_mixers(model) -> list:
+    """Our MambaMixer for each layer of a transformers MambaModel, holding that layer's weights."""
+    cfg, mixers = model.config, []
     for layer in model.layers:
         mixers.append(ssm.MambaMixer(cfg.hidden_size, cfg.state_size, cfg.conv_kernel, cfg.expand))
         mixers[-1].load_state_dict(layer.mixer.state_dict())
+    return mixers
+
+
+def test_model_matches_transformers():
+    model = _hf_model(seed=3)
+    cfg = model.config
+    mixers = _our_mixers(model)
     ids = torch.randint(0, cfg.vocab_size, (2, 17), generator=torch.Generator().manual_seed(31))
     with torch.no_grad():
         expected = model(ids, use_cache=False).last_hidden_state
@@ -140,10 +146,7 @@ def test_cache_and_step_match_transformers():
     # after a prompt our cache holds what transformers' cache_params holds; one decoded token then agrees too
     model = _hf_model(seed=4)
     cfg = model.config
-    mixers = []
-    for layer in model.layers:
-        mixers.append(ssm.MambaMixer(cfg.hidden_size, cfg.state_size, cfg.conv_kernel, cfg.expand))
-        mixers[-1].load_state_dict(layer.mixer.state_dict())
+    mixers = _our_mixers(model)
     g = torch.Generator().manual_seed(32)
     ids = torch.randint(0, cfg.vocab_size, (2, 9), generator=g)
     nxt = torch.randint(0, cfg.vocab_size, (2,), generator=g)

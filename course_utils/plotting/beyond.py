@@ -35,18 +35,20 @@ def plot_causal_trace(traces: dict, *, title: str = ""):
     """traces: {kind: TraceResult} -> one heatmap per kind: P(target) with one activation restored (layer × token)."""
     if not traces:
         raise ValueError("traces must be a non-empty dict {kind: TraceResult}")
-    fig, axes = new_figure(1, len(traces), width=3.3, height=3.0)
+    fig, axes = new_figure(1, len(traces), width=2.9, height=3.0, sharey=True, layout="constrained")
     axes = np.atleast_1d(axes)
+    first = next(iter(traces.values()))
+    labels = [t.replace("Ġ", " ").strip() + (" *" if i in first.subject_positions else "")  # Ġ: the tokenizer's space
+              for i, t in enumerate(first.tokens)]
     for ax, (kind, tr) in zip(axes, traces.items()):
         probs = tr.probs.T.numpy()  # (T, n_layers)
         im = ax.imshow(probs, cmap="viridis", vmin=0, vmax=1, aspect="auto")
-        ax.set_yticks(range(len(tr.tokens)),
-                      [t + (" *" if i in tr.subject_positions else "") for i, t in enumerate(tr.tokens)], fontsize=8)
         ax.set_xticks(range(probs.shape[1]))
         ax.set_xlabel("layer")
         ax.set_title(f"restore the {kind} output", fontsize=9)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=8)
     fig.colorbar(im, ax=axes.tolist(), label="P(target) after restoring", shrink=0.9)
-    fig.suptitle(title or "causal tracing (* = the noised subject token)", fontsize=9)
+    fig.suptitle((title or "causal tracing") + "  (* = the noised subject token)", fontsize=9)
     return fig, axes
 
 
