@@ -19,6 +19,7 @@ import torch
 
 from .checks import check_int, check_items
 from .data import ANSWER_MARKER, TASK_FAMILIES, Task, check_answer, task_split
+from .sft import greedy_continuations
 
 SEPARATOR = "<|endoftext|>"  # between examples: the EOS that pretraining put after every document
 STOP_STRINGS = ("\n", "Question")  # a completion ends at the first of these (or at EOS / <|im_end|>)
@@ -122,27 +123,10 @@ def complete(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 20, 
         i = max(range(len(lengths)), key=lengths.__getitem__)
         raise ValueError(f"prompts[{i}] has {lengths[i]} tokens; with max_new_tokens={max_new_tokens} that is more "
                          f"than the model's context of {n_ctx} tokens (use fewer shots or fewer new tokens)")
-    stop_ids = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    for s in stop:  # stop strings that are one token end generation early too; the rest are cut afterwards
-        ids = tokenizer(s, add_special_tokens=False)["input_ids"]
-        if len(ids) == 1:
-            stop_ids.add(ids[0])
-    stop_ids = sorted(t for t in stop_ids if isinstance(t, int) and t >= 0 and t != tokenizer.unk_token_id)
-    dev = next(model.parameters()).device
-    was_training, old_side = model.training, tokenizer.padding_side
-    model.eval()
-    tokenizer.padding_side = "left"
-    out_texts = []
-    try:
-        for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(list(prompts[i:i + batch_size]), return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(dev)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop_ids,
-                                 pad_token_id=tokenizer.pad_token_id)  # (B, T + new)
-            out_texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = old_side
-        model.train(was_training)
+    # stop strings that are one token end generation early too; the rest are cut afterwards
+    stop_ids = tuple(ids[0] for ids in tokenizer(list(stop), add_special_tokens=False)["input_ids"] if len(ids) == 1)
+    out_texts = greedy_continuations(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size, stop_ids=stop_ids)
     return [_clean(t, stop) for t in out_texts]
 
 

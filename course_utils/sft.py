@@ -213,28 +213,38 @@ PROMPT_FORMATS = {"chat": _chat_prompt, "prose": _prose_prompt}
 
 
 @torch.no_grad()
-def generate_replies(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 40, batch_size: int = 64,
-                     prompt_format: str = "chat") -> list[str]:
-    """Greedy replies to user prompts (stop at <|im_end|> / EOS), decoded without special tokens."""
+def greedy_continuations(model, tokenizer, texts: list[str], *, max_new_tokens: int, batch_size: int = 64,
+                         stop_ids: tuple[int, ...] = ()) -> list[str]:
+    """Greedy continuations of raw `texts` in left-padded batches, ending at EOS, <|im_end|> or any of `stop_ids`,
+    decoded without special tokens; restores the model's train/eval mode and the tokenizer's padding side."""
     check_int("max_new_tokens", max_new_tokens)
-    check_choice("prompt_format", prompt_format, list(PROMPT_FORMATS))
+    check_int("batch_size", batch_size)
     dev = next(model.parameters()).device
     was_training, old_side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"
-    stop = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
-            if isinstance(t, int) and t >= 0]
-    replies = []
+    stop = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"), *stop_ids}
+    stop = sorted(t for t in stop if isinstance(t, int) and t >= 0 and t != tokenizer.unk_token_id)
+    out_texts = []
     try:
-        for i in range(0, len(prompts), batch_size):
-            texts = [PROMPT_FORMATS[prompt_format](tokenizer, p) for p in prompts[i:i + batch_size]]
-            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[i:i + batch_size]), return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(dev)
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop,
-                                 pad_token_id=tokenizer.pad_token_id)
-            replies += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                                 pad_token_id=tokenizer.pad_token_id)  # (B, T + new)
+            out_texts += tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     finally:
         tokenizer.padding_side = old_side
         model.train(was_training)
+    return out_texts
+
+
+def generate_replies(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 40, batch_size: int = 64,
+                     prompt_format: str = "chat") -> list[str]:
+    """Greedy replies to user prompts (stop at <|im_end|> / EOS), decoded without special tokens."""
+    check_choice("prompt_format", prompt_format, list(PROMPT_FORMATS))
+    texts = [PROMPT_FORMATS[prompt_format](tokenizer, p) for p in prompts]
+    replies = greedy_continuations(model, tokenizer, texts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     if prompt_format == "prose":  # pretraining wrote "Answer: 42." -- drop the sentence's full stop
         replies = [r.strip().removesuffix(".") for r in replies]
     return replies
