@@ -29,8 +29,11 @@ def tiny():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """One closing line per notebook with its total run time (setup + every cell), slowest first."""
+    """One closing line per notebook with its total run time (setup + every cell), slowest first; after the browser
+    test, its update times per widget and control."""
+    import json
     from collections import defaultdict
+    from pathlib import Path
 
     seconds = defaultdict(float)
     for reports in terminalreporter.stats.values():
@@ -43,3 +46,11 @@ def pytest_terminal_summary(terminalreporter):
         for path, total in sorted(seconds.items(), key=lambda kv: -kv[1]):
             terminalreporter.write_line(f"{total:7.1f} s  {path}")
         terminalreporter.write_line(f"{sum(seconds.values()):7.1f} s  all notebooks (summed over workers)")
+    latency = Path(__file__).resolve().parents[1] / ".cache" / "browser" / "latency.json"
+    ran = any("test_browser.py::test_widget_in_browser" in getattr(rep, "nodeid", "")
+              for reports in terminalreporter.stats.values() for rep in reports)
+    if ran and latency.exists():
+        terminalreporter.section("widget update times in the browser (s; the aim is 0.3, * above it)")
+        for widget, times in json.loads(latency.read_text()).items():
+            terminalreporter.write_line(f"{widget}: " + "; ".join(
+                f"{control} {seconds:.2f}{'*' if seconds > 0.3 else ''}" for control, seconds in times.items()))

@@ -113,6 +113,7 @@ def notebook(lab, browser):
     """The widgets notebook open at 1024 x 768 (a classroom projector, sidebar open), its set-up cell run: (page,
     browser errors logged so far)."""
     url, token = lab
+    (SHOTS / "latency.json").unlink(missing_ok=True)  # this run's times only
     page = browser.new_page(viewport={"width": 1024, "height": 768})
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -249,7 +250,7 @@ def _drive_widget(page, cell, name: str) -> None:
     """Run the widget's cell, move every control, assert each update shows and raises nothing; time it."""
     cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
-    output = cell.locator(".widget-output").first
+    output = cell.locator(".course-widget-view").first
     output.locator("img, pre").first.wait_for(timeout=120_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
     _screenshot(page, output, SHOTS / f"{name}.png")
@@ -273,5 +274,5 @@ def _drive_widget(page, cell, name: str) -> None:
     print(name, times)
     assert not problems, f"{name}: {problems}"
     slow = {k: v for k, v in times.items() if v > TARGET_S}
-    if slow:  # reported, not asserted: timings belong to measurements, and CI runs this beside other tests
+    if slow:  # reported, not asserted: timings belong to measurements
         print(f"{name}: slower than the {TARGET_S} s target: {slow}")

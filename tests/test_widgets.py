@@ -40,6 +40,35 @@ def test_default_view_picture_shows_an_error_instead_of_raising():
     assert _png_size(widgets.default_view_picture(update))[0] == 700
 
 
+def test_an_update_swaps_the_views_picture_in_place_and_shows_an_error_as_text():
+    import ipywidgets as W
+
+    slider = W.IntSlider(value=0, min=0, max=9)
+
+    def update():
+        if slider.value == 9:
+            raise ValueError("bad setting")
+        fig = plt.figure(figsize=(3.0, 2.0), dpi=100)
+        fig.add_subplot().plot([0, 1], [0, slider.value])
+        widgets.show(fig)
+        print(f"slope {slider.value} < 9")
+
+    box = widgets.live_rows(update, [[slider]])
+    first = box.view.children[0]
+    assert isinstance(first, W.Image) and first.value[:4] == b"\x89PNG" and _png_size(first.value) == (300, 200)
+    assert box.view.shown_text() == "slope 0 < 9"  # printed text, HTML-escaped and read back
+    old = first.value
+    slider.value = 3
+    assert box.view.children[0] is first and first.value != old  # the same Image widget, a new picture
+    assert box.view.shown_text() == "slope 3 < 9"
+    slider.value = 9
+    assert box.view.children == (box.view.text,)  # no stale figure under an error
+    assert box.view.shown_text() == "Could not update: ValueError: bad setting"
+    slider.value = 2
+    assert len(box.view.children) == 2 and box.view.shown_text() == "slope 2 < 9"
+    assert plt.get_fignums() == []
+
+
 def test_a_displayed_explorer_carries_its_picture_and_a_note():
     box = widgets.moe_explorer()
     bundle = box._repr_mimebundle_()
@@ -82,7 +111,7 @@ def test_a_widget_update_draws_on_figures_pyplot_does_not_know(monkeypatch):
     plt.close("all")
     box = widgets.rope_explorer()
     box.children[0].children[0].value = 1e7  # the base slider: a live update
-    assert len(known) == 3 and known == [[]] * 3  # the picture, the first view and the update: one figure each
+    assert len(known) == 2 and known == [[]] * 2  # the first view (live and pictured) and the update: one figure each
 
 
 def test_live_figure_outside_ipython_closes_each_figure():

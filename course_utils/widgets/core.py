@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
+import html
 import io
 import re
 from typing import Callable
@@ -13,13 +15,16 @@ import ipywidgets as w
 from matplotlib.ticker import Formatter, LogFormatterSciNotation
 
 STORED_NOTE = "A picture of this widget's default view. Run the notebook's cells to use its controls."
-_pictures: list | None = None  # PNGs collected while default_view_picture runs the update; None: display them
+_collected = contextvars.ContextVar("collected", default=None)  # PNGs `show` gathers while `run_update` runs
+_layouts = contextvars.ContextVar("layouts", default=None)  # a View's tight layouts by `_layout_key`, while it updates
+_SUBPLOT_PARAMS = ("left", "right", "bottom", "top", "wspace", "hspace")
 
 
 def show(fig, layout: bool = True) -> None:
     """Display `fig` as one PNG and close it: its log-axis labels in plain text (`plain_text_ticks`), laid out once
     (layout=False: its plot function did, and nothing was added since) and drawn once (savefig, or the inline
-    backend's tight bounding box, would lay it out again first)."""
+    backend's tight bounding box, would lay it out again first). A figure made off pyplot may be changed and shown
+    again (a widget redrawing in place)."""
     import matplotlib.pyplot as plt
     from IPython.display import Image, display
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -27,17 +32,44 @@ def show(fig, layout: bool = True) -> None:
 
     plain_text_ticks(fig)
     if layout:
-        fig.tight_layout()
+        _tight_layout(fig)
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     buffer = io.BytesIO()
     picture = Picture.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba())
     picture.save(buffer, format="png", compress_level=1)  # a quarter faster than the default level, 10 % larger
     plt.close(fig)
-    if _pictures is not None:
-        _pictures.append(buffer.getvalue())
+    collected = _collected.get()
+    if collected is not None:
+        collected.append(buffer.getvalue())
     else:
         display(Image(buffer.getvalue()))
+
+
+def _layout_key(fig) -> tuple:
+    """What decides a figure's tight layout: its size and, per axes, the title, axis labels and tick labels' lengths
+    (the tick labels are computed here once; the draw reuses them)."""
+    def lengths(axis):
+        return tuple(len(t.get_text()) for t in axis.get_ticklabels()), axis.get_offset_text().get_text()
+
+    return (tuple(fig.get_size_inches()), *((ax.get_position().bounds if not ax.get_subplotspec() else None,
+                                            ax.get_title(), ax.get_xlabel(), ax.get_ylabel(),
+                                            lengths(ax.xaxis), lengths(ax.yaxis)) for ax in fig.axes))
+
+
+def _tight_layout(fig) -> None:
+    """`fig.tight_layout()`, or, inside a View's update, the layout it computed for a figure with the same
+    `_layout_key` (a third of a redraw's time, saved when a slider moves the data but not the labels)."""
+    layouts = _layouts.get()
+    if layouts is None:
+        fig.tight_layout()
+        return
+    key = _layout_key(fig)
+    if key in layouts:
+        fig.subplots_adjust(**layouts[key])
+    else:
+        fig.tight_layout()
+        layouts[key] = {name: getattr(fig.subplotpars, name) for name in _SUBPLOT_PARAMS}
 
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -105,41 +137,65 @@ def say(text: str, width: int = 88, sep: str = " ") -> None:
     print(wrap(text, width, sep))
 
 
-def safe_callback(output, fn: Callable) -> Callable:
-    """Wrap `fn()` as a widget callback (the change it is passed is ignored): run it inside `output` (an
-    ipywidgets.Output), its figures kept from pyplot (`plotting.figure.off_pyplot`), showing any error as text."""
+def run_update(update: Callable, layouts: dict | None = None) -> tuple[list[bytes], str]:
+    """Run `update()` with its figures kept from pyplot (`plotting.figure.off_pyplot`): (the PNG of each figure it
+    drew with `show`, the text it printed). An error does not raise: it ends the text as "Could not update: ...".
+    layouts: a View's memo of tight layouts (`_tight_layout`), kept from one update to the next."""
     from ..plotting.figure import off_pyplot
 
-    def wrapped(*_change):
-        output.clear_output(wait=True)
-        with output:
-            try:
-                with off_pyplot():
-                    fn()
-            except Exception as exc:  # shown to the user; the kernel keeps running
-                print(f"Could not update: {type(exc).__name__}: {exc}")
-    return wrapped
-
-
-def default_view_picture(update: Callable, settings: str = "") -> bytes:
-    """Run `update` once, collecting its figures (drawn with `show`) and printed lines instead of showing them; return
-    one PNG: the STORED_NOTE caption and the controls' `settings`, the figures stacked, the printed lines below."""
-    global _pictures
-    from matplotlib.figure import Figure
-    from PIL import Image
-
-    from ..plotting.figure import off_pyplot
-
-    _pictures, text = [], io.StringIO()
+    pictures, text = [], io.StringIO()
+    token, layouts_token = _collected.set(pictures), _layouts.set(layouts)
     try:
         with contextlib.redirect_stdout(text), off_pyplot():
             update()
-        figures = _pictures
-    except Exception as exc:  # the live widget shows the same error as a message
-        figures, text = [], io.StringIO(f"Could not draw the default view: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # shown to the user; the kernel keeps running
+        print(f"Could not update: {type(exc).__name__}: {exc}", file=text)
     finally:
-        _pictures = None
-    parts = [Image.open(io.BytesIO(png)) for png in figures]
+        _collected.reset(token)
+        _layouts.reset(layouts_token)
+    return pictures, text.getvalue()
+
+
+class View(w.VBox):
+    """What an explorer shows under its controls: an Image widget per figure, then the printed text. An update sets
+    their values in place, so the browser swaps a picture instead of clearing and rebuilding an output area."""
+
+    def __init__(self):
+        self.text, self.layouts = w.HTML(), {}
+        super().__init__([self.text])
+        self.add_class("course-widget-view")
+
+    def set(self, pictures: list[bytes], text: str) -> None:
+        images = [c for c in self.children if isinstance(c, w.Image)]
+        images += [w.Image(format="png", layout=w.Layout(max_width="100%", height="auto"))
+                   for _ in range(len(pictures) - len(images))]
+        for image, png in zip(images, pictures):
+            image.value = png
+        if len(self.children) != len(pictures) + 1:  # a figure more or fewer than last time
+            self.children = [*images[:len(pictures)], self.text]
+        self.text.value = f"<pre style='margin: 0'>{html.escape(text.rstrip())}</pre>" if text.strip() else ""
+
+    def shown_text(self) -> str:
+        """The printed text, as the reader sees it."""
+        return html.unescape(re.sub(r"<[^>]+>", "", self.text.value))
+
+
+def safe_callback(view: View, fn: Callable) -> Callable:
+    """Wrap `fn()` as a widget callback (the change it is passed is ignored) whose figures and text go to `view`,
+    an error shown there as text (`run_update`)."""
+
+    def wrapped(*_change):
+        view.set(*run_update(fn, view.layouts))
+    return wrapped
+
+
+def picture_sheet(pictures: list[bytes], text: str, settings: str = "") -> bytes:
+    """One PNG of an update's output for readers without a kernel: the STORED_NOTE caption and the controls'
+    `settings`, the figures stacked, the printed lines below."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    parts = [Image.open(io.BytesIO(png)) for png in pictures]
     width = max([p.width for p in parts] + [700])
 
     def text_image(lines: str, **style):
@@ -152,8 +208,8 @@ def default_view_picture(update: Callable, settings: str = "") -> bytes:
 
     parts.insert(0, text_image(STORED_NOTE + (f"\nSettings: {settings}" if settings else ""), fontsize=9,
                                style="italic", color="dimgray"))
-    if text.getvalue().strip():
-        parts.append(text_image(text.getvalue().rstrip(), fontsize=8, family="monospace"))
+    if text.strip():
+        parts.append(text_image(text.rstrip(), fontsize=8, family="monospace"))
     sheet = Image.new("RGB", (width, sum(p.height for p in parts)), "white")
     top = 0
     for part in parts:
@@ -164,13 +220,18 @@ def default_view_picture(update: Callable, settings: str = "") -> bytes:
     return buffer.getvalue()
 
 
+def default_view_picture(update: Callable, settings: str = "") -> bytes:
+    """`picture_sheet` of one run of `update`."""
+    return picture_sheet(*run_update(update), settings)
+
+
 class Explorer(w.VBox):
     """A widget's controls and output. Displayed, it also carries `picture` (PNG bytes) and a one-line note, which a
     notebook viewer without the live widget (an untrusted stored notebook, GitHub) shows instead."""
 
-    def __init__(self, children, picture: bytes):
+    def __init__(self, children, picture: bytes, view: View):
         super().__init__(children)
-        self.picture = picture
+        self.picture, self.view = picture, view
 
     def _repr_mimebundle_(self, **kwargs):
         data = super()._repr_mimebundle_(**kwargs)
@@ -179,19 +240,21 @@ class Explorer(w.VBox):
         return data
 
 
-def live_rows(update: Callable, rows: list[list], output):
-    """Run `update` (inside `output`, errors shown as text) now and whenever a control in `rows` changes; return an
+def live_rows(update: Callable, rows: list[list]):
+    """Run `update` now and whenever a control in `rows` changes, its figures and text shown in a `View`; return an
     Explorer: the controls, one wrapping row per list (narrow screens wrap them instead of shrinking them), above the
-    output, with a picture of this first view for the stored notebook."""
+    view, with a picture of this first view for the stored notebook."""
     controls = [c for row in rows for c in row if hasattr(c, "value") and not isinstance(c, w.HTML)]
 
     def shown(c):  # a control's value as its reader sees it: quoted text, an option's label
         return repr(c.value) if isinstance(c, w.Text) else getattr(c, "label", None) or c.value
 
     settings = "; ".join(f"{c.description} {shown(c)}" for c in controls if c.description)
-    picture = default_view_picture(update, wrap(settings, 95, sep="; "))
-    callback = safe_callback(output, update)
+    view = View()
+    pictures, text = run_update(update, view.layouts)  # the first view, live and pictured
+    view.set(pictures, text)
+    callback = safe_callback(view, update)
     for control in controls:
         control.observe(callback, names="value")
-    callback()
-    return Explorer([w.HBox(row, layout=w.Layout(flex_flow="row wrap")) for row in rows] + [output], picture)
+    return Explorer([w.HBox(row, layout=w.Layout(flex_flow="row wrap")) for row in rows] + [view],
+                    picture_sheet(pictures, text, wrap(settings, 95, sep="; ")), view)

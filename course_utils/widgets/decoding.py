@@ -25,7 +25,7 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30
         logits = model(input_ids=ids).logits[0, -1].float().cpu()  # (V,) computed once
     vocab = logits.numel()
     wide = dict(style={"description_width": "initial"}, layout=w.Layout(min_width="280px"))  # labels never cut
-    top_k_options = [0] + [k for k in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500) if k < vocab] + [vocab]
+    top_k_options = [0] + [k for k in (1, 2, 3, 5, 10, 20, 50, 100, 200, 500) if k < vocab]  # 0 keeps all V
     sliders = {
         "temperature": w.FloatLogSlider(value=1.0, base=10, min=-2, max=1, step=0.05, description="temperature", **wide),
         "top_k": w.SelectionSlider(options=top_k_options, value=0, description="top-k (0 = off)", **wide),
@@ -35,7 +35,6 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30
                                             **wide),
     }
     in_prompt = set(ids[0].tolist())
-    out = w.Output()
 
     def update():
         values = {name: s.value for name, s in sliders.items()}
@@ -54,4 +53,4 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 30
         say(f"sample (seed {seed}): {prompt}|{tokenizer.decode(sample[0, ids.shape[1]:])}")
 
     names = list(sliders)  # at 1024 px each row wraps instead of shrinking the sliders to slivers
-    return live_rows(update, [[sliders[k] for k in names[:3]], [sliders[k] for k in names[3:]]], out)
+    return live_rows(update, [[sliders[k] for k in names[:3]], [sliders[k] for k in names[3:]]])

@@ -30,7 +30,6 @@ def eval_size_explorer():
                          **wide)
     disc = w.FloatSlider(value=0.1, min=0.005, max=0.5, step=0.001, readout_format=".3f",
                          description="discordance (paired)", **wide)
-    out = w.Output()
 
     def update():
         if disc.value < gain.value:
@@ -44,4 +43,4 @@ def eval_size_explorer():
         fig, _ = plot_gain_distribution(gain.value, {k: r["se"] for k, r in report.items()})
         show(fig)
 
-    return live_rows(update, [[n, gain], [p, disc]], out)
+    return live_rows(update, [[n, gain], [p, disc]])

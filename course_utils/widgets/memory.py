@@ -55,4 +55,4 @@ def memory_explorer():
         for line in text.splitlines():
             say(line, sep="; ")
 
-    return live_rows(update, [[model, method], [batch, seq, rank], [ckpt, opt]], w.Output())
+    return live_rows(update, [[model, method], [batch, seq, rank], [ckpt, opt]])

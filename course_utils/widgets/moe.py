@@ -18,7 +18,6 @@ def moe_explorer():
     capacity = w.FloatSlider(value=1.25, min=0.5, max=3.0, step=0.25, description="capacity factor",
                              style={"description_width": "initial"})
     aux = w.SelectionSlider(options=[0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0], value=0.0, description="aux coef")
-    out = w.Output()
 
     def update():
         result = router_tradeoff(aux.value, top_k=top_k.value, capacity_factor=capacity.value)
@@ -28,4 +27,4 @@ def moe_explorer():
         say(f"dropped {result['dropped']:.1%} of assignments;  aux loss {result['aux']:.2f} (even = {top_k.value});  "
             f"quality delivered {result['quality']:.2f} of the best experts'")
 
-    return live_rows(update, [[top_k, aux], [capacity]], out)
+    return live_rows(update, [[top_k, aux], [capacity]])

@@ -37,4 +37,4 @@ def norm_explorer(rows, vocab_size: int, *, depths=(3, 6, 12, 24, 48), embed_std
         say("last/first block gradient ratio: "
             + ";  ".join(f"{pos} {g[-1] / g[0]:.3g}" for pos, g in by_pos.items()))
 
-    return live_rows(update, [[depth, std], list(shown.values())], w.Output())
+    return live_rows(update, [[depth, std], list(shown.values())])

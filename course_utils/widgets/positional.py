@@ -20,7 +20,6 @@ def rope_explorer(head_dim: int = 64):
     method = w.Dropdown(options=["linear", "ntk", "yarn", "llama3"], value="yarn", description="scaling")
     factor = w.FloatLogSlider(value=8.0, base=2, min=0, max=6, step=0.5, description="factor s")
     context = w.SelectionSlider(options=[64, 256, 1024, 4096, 32768], value=256, description="trained L")
-    out = w.Output()
 
     def update():
         scaling = {"rope_type": method.value, "factor": float(factor.value)}
@@ -44,4 +43,4 @@ def rope_explorer(head_dim: int = 64):
         say(f"pairs that turn fully within L = {context.value}: {turning} of {head_dim // 2}; "
             f"attention factor {attention_factor:.3f}")
 
-    return live_rows(update, [[base, method], [factor, context]], out)
+    return live_rows(update, [[base, method], [factor, context]])

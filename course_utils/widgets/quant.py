@@ -35,7 +35,6 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
     bits = w.IntSlider(value=4, min=2, max=8, description="bits", **wide)
     group = w.Dropdown(options=[("one scale per row", 0), ("groups of 64", 64), ("groups of 32", 32)],
                        value=0, description="scales", **wide)  # 0, not None: None would select nothing
-    out = w.Output()
 
     def update():
         weight = modules[layer.value].weight.detach()
@@ -47,4 +46,4 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
                                   title=f"row 0 of {layer.value}: float weights and the values they round to")
         show(fig)
 
-    return live_rows(update, [[layer, method], [bits, group]], out)
+    return live_rows(update, [[layer, method], [bits, group]])

@@ -25,7 +25,6 @@ def rag_explorer(reader, tokenizer, encoder, encoder_tokenizer, world_seed: int 
     retriever = w.ToggleButtons(options=list(retrievers), value="MiniLM", description="retriever",
                                 style={"description_width": "initial", "button_width": "80px"})
     k = w.IntSlider(value=1, min=1, max=5, description="passages (k)", continuous_update=False, **wide)
-    out = w.Output()
 
     def update():
         fact = next(f for f in world if f.name == name.value and f.relation == relation.value)
@@ -38,4 +37,4 @@ def rag_explorer(reader, tokenizer, encoder, encoder_tokenizer, world_seed: int 
         fig, _ = plot_choice_probs(fact.choices, result["probs"], fact.value)
         show(fig)
 
-    return live_rows(update, [[name, relation], [retriever, k]], out)
+    return live_rows(update, [[name, relation], [retriever, k]])
