@@ -69,6 +69,28 @@ def test_an_update_swaps_the_views_picture_in_place_and_shows_an_error_as_text()
     assert plt.get_fignums() == []
 
 
+def test_a_view_reuses_a_tight_layout_only_where_the_labels_take_the_same_room():
+    from course_utils.widgets.core import _layout_key
+
+    def figure(top, title="t"):
+        fig = plt.figure(figsize=(4.0, 3.0), dpi=100)
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, top])
+        ax.set(title=title, xlabel="x", ylabel="y")
+        return fig
+
+    assert _layout_key(figure(2.0)) == _layout_key(figure(3.0))  # ticks 0.0 ... 2.0 and 0.0 ... 3.0
+    assert _layout_key(figure(2.0)) != _layout_key(figure(2000.0))  # 0 ... 2000: wider labels, a new layout
+    assert _layout_key(figure(2.0)) == _layout_key(figure(2.0, "a longer title"))  # centred: only its lines count
+    assert _layout_key(figure(2.0)) != _layout_key(figure(2.0, "two\nlines"))
+    same = [figure(2.0), figure(3.0)]
+    for fig in same:
+        fig.tight_layout()
+    for name in ("left", "right", "bottom", "top"):  # what each would get on its own, within a pixel
+        assert abs(getattr(same[0].subplotpars, name) - getattr(same[1].subplotpars, name)) * 300 < 1, name
+    plt.close("all")
+
+
 def test_a_displayed_explorer_carries_its_picture_and_a_note():
     box = widgets.moe_explorer()
     bundle = box._repr_mimebundle_()

@@ -47,13 +47,21 @@ def show(fig, layout: bool = True) -> None:
 
 
 def _layout_key(fig) -> tuple:
-    """What decides a figure's tight layout: its size and, per axes, the title, axis labels and tick labels' lengths
-    (the tick labels are computed here once; the draw reuses them)."""
+    """What decides a figure's tight layout: its size and, per axes, the lines of its title and axis labels and the
+    lengths of the tick labels in view (first, last, longest; the draw reuses the ticks computed here)."""
     def lengths(axis):
-        return tuple(len(t.get_text()) for t in axis.get_ticklabels()), axis.get_offset_text().get_text()
+        low, high = sorted(axis.get_view_interval())
+        slack = 1e-9 * (high - low)
+        locs, formatter = axis.get_majorticklocs(), axis.get_major_formatter()
+        shown = [len(label) for x, label in zip(locs, formatter.format_ticks(locs))
+                 if low - slack <= x <= high + slack] or [0]
+        return shown[0], shown[-1], max(shown), formatter.get_offset()  # e.g. "1e6" above a linear axis
+
+    def lines(text):  # a title or axis label takes room by its lines, not its length (it is centred)
+        return text.count("\n") + 1 if text else 0
 
     return (tuple(fig.get_size_inches()), *((ax.get_position().bounds if not ax.get_subplotspec() else None,
-                                            ax.get_title(), ax.get_xlabel(), ax.get_ylabel(),
+                                            lines(ax.get_title()), lines(ax.get_xlabel()), lines(ax.get_ylabel()),
                                             lengths(ax.xaxis), lengths(ax.yaxis)) for ax in fig.axes))
 
 
@@ -113,7 +121,7 @@ def plain_text_ticks(fig) -> None:
                     set_(_PlainTextTicks(get()))
 
 
-def wrap(text: str, width: int = 88, sep: str = " ") -> str:
+def wrap(text: str, width: int = 80, sep: str = " ") -> str:
     """`text` in lines of at most `width` characters where it can (continuation lines indented), broken only between
     the items that `sep` separates (an item longer than a line is broken between its words): a browser would break a
     long output line mid-word."""
@@ -132,7 +140,7 @@ def wrap(text: str, width: int = 88, sep: str = " ") -> str:
     return "\n  ".join(lines)
 
 
-def say(text: str, width: int = 88, sep: str = " ") -> None:
+def say(text: str, width: int = 80, sep: str = " ") -> None:
     """Print `text` wrapped by `wrap`."""
     print(wrap(text, width, sep))
 
@@ -156,6 +164,10 @@ def run_update(update: Callable, layouts: dict | None = None) -> tuple[list[byte
     return pictures, text.getvalue()
 
 
+# 80 characters (`say`) fit the output column at 1024 px with the sidebar open; lines are never wrapped again
+_TEXT_STYLE = "margin: 0; font-size: 12px; line-height: 1.35; white-space: pre; overflow-x: auto"
+
+
 class View(w.VBox):
     """What an explorer shows under its controls: an Image widget per figure, then the printed text. An update sets
     their values in place, so the browser swaps a picture instead of clearing and rebuilding an output area."""
@@ -173,7 +185,7 @@ class View(w.VBox):
             image.value = png
         if len(self.children) != len(pictures) + 1:  # a figure more or fewer than last time
             self.children = [*images[:len(pictures)], self.text]
-        self.text.value = f"<pre style='margin: 0'>{html.escape(text.rstrip())}</pre>" if text.strip() else ""
+        self.text.value = f"<pre style='{_TEXT_STYLE}'>{html.escape(text.rstrip())}</pre>" if text.strip() else ""
 
     def shown_text(self) -> str:
         """The printed text, as the reader sees it."""

@@ -52,7 +52,9 @@ def memory_explorer():
                                               ckpt.value, opt.value)
         fig, _ = plot_memory_breakdown({method.value: est}, gpu_lines=GPUS_GB, title=model.value)
         show(fig)
-        for line in text.splitlines():
+        *lists, prose = text.splitlines()
+        for line in lists:  # settings, sizes and fits: broken between items
             say(line, sep="; ")
+        say(prose)
 
     return live_rows(update, [[model, method], [batch, seq, rank], [ckpt, opt]])
