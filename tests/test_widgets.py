@@ -91,6 +91,36 @@ def test_a_view_reuses_a_tight_layout_only_where_the_labels_take_the_same_room()
     plt.close("all")
 
 
+def test_garbage_collection_is_paused_during_an_update_and_resumed_after_the_last():
+    import gc
+    import time
+
+    from course_utils.widgets.core import _CollectionPause
+
+    pause = _CollectionPause(delay=0.05)
+    assert gc.isenabled()
+    with pause:
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # still paused while the update's messages leave
+    time.sleep(0.5)
+    assert gc.isenabled()
+    with pause:
+        pass
+    with pause:  # a second update within the delay: the first one's resume must not switch it back on
+        time.sleep(0.3)
+        assert not gc.isenabled()
+    time.sleep(0.5)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pause:
+            pass
+        time.sleep(0.5)
+        assert not gc.isenabled()  # off before, off after
+    finally:
+        gc.enable()
+
+
 def test_a_displayed_explorer_carries_its_picture_and_a_note():
     box = widgets.moe_explorer()
     bundle = box._repr_mimebundle_()
