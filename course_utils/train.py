@@ -284,12 +284,15 @@ def oom_advice(model: torch.nn.Module, batch, step: int | None = None) -> str:
 # ---- the loop ------------------------------------------------------------------------------------
 
 def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] | Iterable, cfg: TrainConfig, *,
-          resume: bool = False, stop_at_step: int | None = None, optimizer=None) -> TrainResult:
+          resume: bool = False, stop_at_step: int | None = None, optimizer=None,
+          callback: Callable[[dict], None] | None = None) -> TrainResult:
     """Train `model` for cfg.steps optimizer steps of `loss_fn(model, batch)`.
 
     loss_fn returns a scalar loss, or (loss, {name: float}) to log extra metrics.
     resume: continue from the latest checkpoint in cfg.checkpoint_dir (a fresh start when there is none).
     stop_at_step: stop after this many steps in total (simulates an interruption; the schedule still spans cfg.steps).
+    callback: called after every step (rank 0 only) with {"step": steps done, "loss", "lr", and the extra metrics},
+        e.g. plotting.live_history to draw the run as it goes.
     """
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
@@ -354,6 +357,8 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] 
         losses.append(total)
         metrics.append(extra)
         done = step + 1
+        if callback is not None and rank == 0:
+            callback({"step": done, "loss": total, "lr": lr_at(step, cfg), **extra})
         if cfg.log_every and rank == 0 and (done % cfg.log_every == 0 or done == end):
             shown = "".join(f"  {k} {v:.3f}" for k, v in extra.items())
             print(f"step {done:5d}  loss {total:.4f}  lr {lr_at(step, cfg):.2e}{shown}", flush=True)

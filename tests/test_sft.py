@@ -249,3 +249,21 @@ def test_neftune_matches_transformers_hook(tiny):
     assert 0 < noise.max() <= 5.0 / (11 * clean.shape[-1]) ** 0.5
     with pytest.raises(ValueError, match="alpha"):
         sft.add_neftune(model, 0)
+
+
+def test_plot_loss_history_draws_the_moving_average_of_the_callback_rows():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_utils import plotting
+
+    rows = [{"step": s, "loss": loss, "lr": 1e-3} for s, loss in enumerate([9.0, 6.0, 3.0, 3.0, 0.0], start=1)]
+    fig, ax = plotting.plot_loss_history(rows)
+    assert list(ax.lines[0].get_ydata()) == [6.0, 4.0, 2.0]  # (9+6+3)/3, (6+3+3)/3, (3+3+0)/3
+    plt.close(fig)
+    live = plotting.live_history(every=2, last=5, plot=plotting.plot_loss_history, unit="step")
+    for row in rows:
+        live(row)  # outside IPython: each frame drawn and closed
+    assert plt.get_fignums() == []

@@ -59,6 +59,15 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert model2.head.weight is model2.emb.weight  # the tie survives loading
 
 
+def test_callback_sees_every_step_as_the_result_records_it():
+    rows = []
+    cfg = TrainConfig(steps=5, lr=3e-2, warmup=2)
+    res = train(fresh(), loss_fn, batch_fn, cfg, callback=rows.append)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in rows] == res.losses and [r["acc"] for r in rows] == [m["acc"] for m in res.metrics]
+    assert [r["lr"] for r in rows] == [lr_at(s, cfg) for s in range(5)]
+
+
 def test_resume_with_iterable_data(tmp_path):
     cfg = TrainConfig(steps=8, lr=1e-2, warmup=2, save_every=3, checkpoint_dir=tmp_path / "it", grad_accum=2)
     ref_model = fresh()

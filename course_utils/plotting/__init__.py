@@ -16,7 +16,8 @@ from .moe import (plot_drop_vs_capacity, plot_expert_share, plot_loss_vs_flops, 
 from .decoding import (plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n,  # noqa: F401
                        plot_repetition_vs_likelihood)
 from .lora import plot_memory_breakdown, plot_peft_methods, plot_quant_error, plot_rank_scaling  # noqa: F401
-from .sft import plot_accuracy_curves, plot_attention_mask, plot_family_accuracy, plot_loss_curves  # noqa: F401
+from .sft import (plot_accuracy_curves, plot_attention_mask, plot_family_accuracy, plot_loss_curves,  # noqa: F401
+                  plot_loss_history)
 from .dpo import (plot_accuracy_during_training, plot_beta_sweep, plot_family, plot_preference_runs,  # noqa: F401
                   plot_token_logp_change)
 from .grpo import (live_history, plot_grpo_history, plot_pass_at_k, plot_reward_curves, plot_runs,  # noqa: F401

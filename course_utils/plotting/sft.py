@@ -20,6 +20,12 @@ def plot_loss_curves(curves: dict, *, title: str = "training loss", smooth: int 
     return fig, ax
 
 
+def plot_loss_history(history: list[dict], *, title: str = "training loss", smooth: int = 3):
+    """Rows of a training loop ({"step", "loss", ...}: train.train's callback) -> plot_loss_curves of the loss, for
+    plotting.live_history to redraw while the run goes: (fig, ax)."""
+    return plot_loss_curves({"training loss": [row["loss"] for row in history]}, title=title, smooth=smooth)
+
+
 def plot_family_accuracy(results: dict):
     """Grouped bars: {run name: {family: accuracy}}. Returns (fig, ax)."""
     fig, ax = new_figure(width=7)
