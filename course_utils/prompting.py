@@ -124,7 +124,8 @@ def complete(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 20, 
         raise ValueError(f"prompts[{i}] has {lengths[i]} tokens; with max_new_tokens={max_new_tokens} that is more "
                          f"than the model's context of {n_ctx} tokens (use fewer shots or fewer new tokens)")
     # stop strings that are one token end generation early too; the rest are cut afterwards
-    stop_ids = tuple(ids[0] for ids in tokenizer(list(stop), add_special_tokens=False)["input_ids"] if len(ids) == 1)
+    encoded = tokenizer(list(stop), add_special_tokens=False)["input_ids"] if stop else []
+    stop_ids = tuple(ids[0] for ids in encoded if len(ids) == 1)
     out_texts = greedy_continuations(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens,
                                      batch_size=batch_size, stop_ids=stop_ids)
     return [_clean(t, stop) for t in out_texts]

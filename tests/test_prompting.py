@@ -133,6 +133,7 @@ def test_icl_accuracy_grades_what_the_model_writes(tok):
     assert model.calls == [(20, False), (20, False)], "20 new tokens, in eval mode"
     assert model.training, "the model's mode is restored"
     assert P.complete(model, tok, [P.question_text(t) for t in tasks[:3]]) == ["3", "42", "1 2 3"]
+    assert P.complete(model, tok, [P.question_text(tasks[1])], stop=()) == ["42.\nQuestion: What"]  # EOS only
 
 
 def test_complete_refuses_prompts_past_the_context(tok):
