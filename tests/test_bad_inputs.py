@@ -321,13 +321,20 @@ def _controls(box):
     return out
 
 
-def _drive(widget) -> int:
-    """Set every control to each extreme; return how many settings were tried. None may end in an error message."""
+def _drive(widget, monkeypatch) -> int:
+    """Set every control to each extreme; return how many settings were tried. None may end in an error message,
+    and no figure may hold a title where its fixed height (`new_figure` in a widget) would meet a y-axis offset
+    ("1e6") or an x axis on top, which matplotlib's automatic placement would have moved it above."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from course_utils.widgets import core
+
+    drawn = []
+    label_ticks = core.plain_text_ticks  # `show` calls it on every figure it draws
+    monkeypatch.setattr(core, "plain_text_ticks", lambda fig: (drawn.append(fig), label_ticks(fig)))
     n = 0
     for control in _controls(widget):
         for value in _extremes(control):
@@ -336,13 +343,18 @@ def _drive(widget) -> int:
             shown = widget.view.shown_text()
             assert "Could not update" not in shown, f"{control.description} = {value!r}: {shown}"
         plt.close("all")
+    assert drawn
+    for ax in (ax for fig in drawn for ax in fig.axes if ax.get_title()):
+        assert not ax.yaxis.offsetText.get_text(), f"{ax.get_title()!r} over a y offset"
+        on_top = ax.xaxis.get_ticks_position() in ("top", "unknown") or ax.xaxis.get_label_position() == "top"
+        assert not on_top, f"{ax.get_title()!r} over an x axis on top"  # matplotlib's own test for moving a title
     return n
 
 
 @pytest.mark.parametrize("which", ["decoding_explorer", "attention_explorer", "memory_explorer", "rope_explorer",
                                    "moe_explorer", "quant_explorer", "eval_size_explorer", "norm_explorer",
                                    "rag_explorer"])
-def test_widget_controls_at_extremes(which):
+def test_widget_controls_at_extremes(which, monkeypatch):
     from course_utils import widgets
 
     fn = getattr(widgets, which, None)
@@ -360,4 +372,4 @@ def test_widget_controls_at_extremes(which):
         w = fn(model(), tok(), *cu.load_model("minilm", device="cpu"), world_seed=3)
     else:
         w = fn(model(), tok(), "Once upon a time", max_new_tokens=3)
-    assert _drive(w) >= 5
+    assert _drive(w, monkeypatch) >= 5

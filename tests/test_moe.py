@@ -377,3 +377,18 @@ def test_router_tradeoff_aux_coefficient_evens_the_load():
     assert unlimited[1]["quality"] < unlimited[0]["quality"]  # balancing costs quality when nothing is dropped
     with pytest.raises(ValueError, match="aux_loss_coef"):
         M.router_tradeoff(-1.0)
+
+
+def test_router_tradeoff_trains_once_per_setting_and_reuses_it_for_another_capacity():
+    from course_utils.moe.balance import _trained_router
+
+    coef = 0.05 + 0.1 * torch.rand(()).item()  # a setting no other test trained
+    _trained_router.cache_clear()
+    tight = M.router_tradeoff(coef, capacity_factor=0.75)
+    loose = M.router_tradeoff(coef, capacity_factor=2.0)
+    assert _trained_router.cache_info().hits == 1 and _trained_router.cache_info().misses == 1
+    assert torch.equal(tight["index"], loose["index"]) and loose["dropped"] <= tight["dropped"]
+    _trained_router.cache_clear()
+    fresh = M.router_tradeoff(coef, capacity_factor=2.0)  # trained anew: the kept router was not changed by its use
+    assert torch.equal(fresh["index"], loose["index"]) and torch.equal(fresh["keep"], loose["keep"])
+    assert fresh["aux"] == loose["aux"] and fresh["quality"] == loose["quality"]

@@ -4,6 +4,7 @@ import base64
 import io
 
 import matplotlib
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -233,3 +234,88 @@ def test_off_pyplot_figures_share_a_renderer_without_mixing_their_pictures():
     worker.start()
     worker.join()
     assert other_thread[0] is not first.canvas.get_renderer()  # two threads never draw on one renderer
+
+
+def _pixels_differ(png: bytes, other: bytes):
+    """The box where two PNGs differ, or None where they are the same picture."""
+    from PIL import ImageChops
+
+    pictures = [Image.open(io.BytesIO(p)).convert("RGB") for p in (png, other)]
+    assert pictures[0].size == pictures[1].size
+    return ImageChops.difference(*pictures).getbbox()
+
+
+@pytest.fixture
+def shown_figures(monkeypatch):
+    """The figures `show` draws from here on, in order."""
+    shown, label_ticks = [], widgets.core.plain_text_ticks  # `show` calls it on every figure it draws
+    monkeypatch.setattr(widgets.core, "plain_text_ticks", lambda fig: (shown.append(fig), label_ticks(fig)))
+    return shown
+
+
+def _drawn_anew(build, like) -> bytes:
+    """The PNG of the new figure `build()` returns, laid out as the figure `like` (a tight layout depends a little on
+    where the axes were before it: this compares what is drawn, not how it is laid out)."""
+    from course_utils.plotting.figure import off_pyplot
+
+    with off_pyplot():
+        fig = build()
+    fig.subplots_adjust(**{k: getattr(like.subplotpars, k) for k in ("left", "right", "bottom", "top", "hspace")})
+    pictures, text = widgets.run_update(lambda: widgets.show(fig, layout=False))
+    assert len(pictures) == 1, text
+    return pictures[0]
+
+
+def test_rope_explorer_moves_its_lines_in_place_to_the_picture_a_new_figure_shows(shown_figures):
+    from course_utils.plotting import new_figure, plot_rope_wavelengths, plot_score_bound
+    from course_utils.positional import rope_inv_freq, rope_score_bound, rope_wavelengths
+
+    box = widgets.rope_explorer()
+    base, method, factor, context = (c for row in box.children[:2] for c in row.children)
+    for b, m, s, L in [(100.0, "linear", 2.0, 64), (1e6, "llama3", 64.0, 32768), (10.0, "ntk", 1.0, 1024)]:
+        base.value, method.value, factor.value, context.value = b, m, s, L
+        scaling = {"rope_type": m, "factor": s, **({"original_max_position_embeddings": L} if m == "llama3" else {}),
+                   **({"low_freq_factor": 1.0, "high_freq_factor": 4.0} if m == "llama3" else {})}
+
+        def build():
+            fig, (top, bottom) = new_figure(2, 1, width=6.0, height=3.4)
+            plot_rope_wavelengths(rope_wavelengths(rope_inv_freq(64, b)[0]), L,
+                                  {f"{m} s={s:g}": rope_wavelengths(rope_inv_freq(64, b, scaling)[0])}, ax=top)
+            plot_score_bound({"plain": rope_score_bound(64, b, int(4 * L * s)),
+                              f"{m} s={s:g}": rope_score_bound(64, b, int(4 * L * s), scaling)}, int(L * s), ax=bottom)
+            for ax in (top, bottom):
+                ax.minorticks_off()
+            return fig
+
+        assert shown_figures[-1] is shown_figures[0]  # the first view's figure, moved
+        assert _pixels_differ(box.view.children[0].value, _drawn_anew(build, shown_figures[-1])) is None, (b, m, s, L)
+
+
+def test_decoding_explorer_sets_its_bars_in_place_to_the_picture_a_new_figure_shows(shown_figures):
+    import torch
+
+    from course_utils import load_model
+    from course_utils.decoding import filter_view
+    from course_utils.plotting import new_figure, plot_next_token_filter
+
+    model, tok = load_model("course-tiny", device="cpu")
+    box = widgets.decoding_explorer(model, tok, "Once upon a time", max_new_tokens=2)
+    temperature, top_k, top_p, min_p, penalty = (c for row in box.children[:2] for c in row.children)
+    ids = tok("Once upon a time", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, -1]
+    for settings in [dict(temperature=0.3, top_k=5), dict(temperature=2.0, top_k=0, top_p=0.5, min_p=0.05),
+                     dict(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=2.0)]:
+        for name, value in settings.items():
+            {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p,
+             "repetition_penalty": penalty}[name].value = value
+        current = dict(temperature=temperature.value, top_k=top_k.value, top_p=top_p.value, min_p=min_p.value,
+                       repetition_penalty=penalty.value)
+
+        def build():
+            fig, ax = new_figure(width=7.0, height=3.2)
+            plot_next_token_filter(filter_view(logits, ids, **current), tok, ax=ax)
+            return fig
+
+        assert shown_figures[-1] is shown_figures[0]  # the first view's figure, its bars set anew
+        assert _pixels_differ(box.view.children[0].value, _drawn_anew(build, shown_figures[-1])) is None, current

@@ -3,6 +3,8 @@ importance CV², ST-MoE's router z-loss, arXiv:2202.08906) and the statistics th
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -75,20 +77,11 @@ def coefficient_of_variation(x: torch.Tensor) -> float:
     return (x.float().std(unbiased=False) / x.float().mean()).item()
 
 
-def router_tradeoff(aux_loss_coef: float, *, top_k: int = 2, capacity_factor: float = 1.25, n_experts: int = 8,
-                    n_tokens: int = 512, skew: float = 2.0, steps: int = 100, lr: float = 0.5, seed: int = 0) -> dict:
-    """A router trained on a toy objective, for the MoE explorer: follow expert quality, or balance the load.
-
-    Each token has a quality score per expert (random, plus `skew` for expert 0, which is better on average). A
-    linear router on random token features is trained for `steps` of gradient descent to maximize the expected
-    quality sum_e p_e q_e minus aux_loss_coef * load_balancing_loss. Returns {"share" (E,), "capacity" (slots per
-    expert), "dropped" (fraction of assignments over capacity), "aux" (f·P loss), "quality" (mean quality of the
-    kept assignments, relative to always taking each token's best experts)}.
-    """
-    check_number("aux_loss_coef", aux_loss_coef, 0)
-    check_number("capacity_factor", capacity_factor, 0, low_open=True)
-    check_int("n_tokens", n_tokens)
-    _check_experts(n_experts, top_k)
+@functools.lru_cache(maxsize=64)
+def _trained_router(aux_loss_coef: float, top_k: int, n_experts: int, n_tokens: int, skew: float, steps: int, lr: float,
+                    seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """router_tradeoff's toy data and trained router: (quality (N, E), router logits (N, E)), kept for the next call
+    with the same settings (the explorer's capacity slider, or a control moved back, need not train again)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n_tokens, 16, generator=gen)  # (N, 16) token features
     quality = x @ torch.randn(16, n_experts, generator=gen) / 4 + skew * F.one_hot(torch.tensor(0), n_experts)  # (N, E)
@@ -103,7 +96,25 @@ def router_tradeoff(aux_loss_coef: float, *, top_k: int = 2, capacity_factor: fl
         loss.backward()
         opt.step()
     with torch.no_grad():
-        logits = x @ w
+        return quality, x @ w
+
+
+def router_tradeoff(aux_loss_coef: float, *, top_k: int = 2, capacity_factor: float = 1.25, n_experts: int = 8,
+                    n_tokens: int = 512, skew: float = 2.0, steps: int = 100, lr: float = 0.5, seed: int = 0) -> dict:
+    """A router trained on a toy objective, for the MoE explorer: follow expert quality, or balance the load.
+
+    Each token has a quality score per expert (random, plus `skew` for expert 0, which is better on average). A
+    linear router on random token features is trained for `steps` of gradient descent to maximize the expected
+    quality sum_e p_e q_e minus aux_loss_coef * load_balancing_loss. Returns {"share" (E,), "capacity" (slots per
+    expert), "dropped" (fraction of assignments over capacity), "aux" (f·P loss), "quality" (mean quality of the
+    kept assignments, relative to always taking each token's best experts)}.
+    """
+    check_number("aux_loss_coef", aux_loss_coef, 0)
+    check_number("capacity_factor", capacity_factor, 0, low_open=True)
+    check_int("n_tokens", n_tokens)
+    _check_experts(n_experts, top_k)
+    quality, logits = _trained_router(float(aux_loss_coef), top_k, n_experts, n_tokens, skew, steps, lr, seed)
+    with torch.no_grad():
         _, index = top_k_routing(logits, top_k)  # (N, k)
         cap = expert_capacity(n_tokens, n_experts, top_k, capacity_factor)
         keep = capacity_keep_mask(index, n_experts, cap)  # (N, k)

@@ -14,7 +14,7 @@ from .positional import (plot_position_matrix, plot_rope_wavelengths, plot_t5_bu
 from .moe import (plot_drop_vs_capacity, plot_expert_share, plot_loss_vs_flops, plot_router_tradeoff,  # noqa: F401
                   plot_routing_map)
 from .decoding import (plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n,  # noqa: F401
-                       plot_repetition_vs_likelihood)
+                       plot_repetition_vs_likelihood, redraw_next_token_filter)
 from .lora import plot_memory_breakdown, plot_peft_methods, plot_quant_error, plot_rank_scaling  # noqa: F401
 from .sft import (plot_accuracy_curves, plot_attention_mask, plot_family_accuracy, plot_loss_curves,  # noqa: F401
                   plot_loss_history)

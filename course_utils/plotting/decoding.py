@@ -8,24 +8,52 @@ from .figure import new_figure
 
 
 def plot_next_token_filter(view: dict, tokenizer, top: int = 15, ax=None):
-    """Bars of the `top` most likely next tokens before (grey) and after (colour) filtering; view from filter_view."""
-    before, after = view["probs_before"], view["probs_after"]
-    top = max(1, min(int(top), before.numel()))
-    idx = torch.topk(before, top).indices
-    labels = [repr(tokenizer.decode([int(i)]))[1:-1] or "·" for i in idx]
-    fig, ax = new_figure(width=7.0, height=3.2) if ax is None else (ax.figure, ax)
-    xs = range(top)
-    ax.bar([x - 0.2 for x in xs], before[idx].tolist(), width=0.4, color="0.7", label="before")
-    ax.bar([x + 0.2 for x in xs], after[idx].tolist(), width=0.4, color="C0", label="after temperature and filters")
+    """Bars of the `top` most likely next tokens before (grey) and after (colour) filtering; view from filter_view.
+    Given `ax`, the caller lays the figure out."""
+    labels, before, after = _filter_bars(view, tokenizer, top)
+    made = ax is None
+    fig, ax = new_figure(width=7.0, height=3.2) if made else (ax.figure, ax)
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], before, width=0.4, color="0.7", label="before")
+    ax.bar([x + 0.2 for x in xs], after, width=0.4, color="C0", label="after temperature and filters")
     ax.set_xticks(list(xs), labels, rotation=60, fontsize=8)
     ax.set_ylabel("probability")
+    ax.set_title(_filter_title(view), fontsize=9)
+    ax.legend(fontsize=8)
+    if made:
+        fig.tight_layout()
+    return fig, ax
+
+
+def redraw_next_token_filter(ax, view: dict, tokenizer, top: int = 15) -> None:
+    """Set the bars, token labels and title that plot_next_token_filter drew on `ax` (same `top`) to a new `view`:
+    a widget's redraw without new axes, bars and ticks."""
+    labels, before, after = _filter_bars(view, tokenizer, top)
+    for bars, heights in zip(ax.containers, (before, after)):
+        if len(bars) != len(heights):
+            raise ValueError(f"ax holds {len(bars)} bars per group, the view {len(heights)}: draw it anew")
+        for bar, height in zip(bars, heights):
+            bar.set_height(height)
+    if [t.get_text() for t in ax.get_xticklabels()] != labels:
+        ax.set_xticklabels(labels)
+    ax.set_title(_filter_title(view), fontsize=9)
+    ax.relim()
+    ax.autoscale_view()
+
+
+def _filter_bars(view: dict, tokenizer, top: int) -> tuple[list[str], list[float], list[float]]:
+    """The `top` likeliest tokens' labels and their probabilities before and after filtering."""
+    before, after = view["probs_before"], view["probs_after"]
+    idx = torch.topk(before, max(1, min(int(top), before.numel()))).indices
+    labels = [repr(tokenizer.decode([int(i)]))[1:-1] or "·" for i in idx]
+    return labels, before[idx].tolist(), after[idx].tolist()
+
+
+def _filter_title(view: dict) -> str:
     n = view["n_kept"]
     entropy = [max(0.0, view[k]) for k in ("entropy_before", "entropy_after")]  # no "-0.00" from rounding
-    ax.set_title(f"kept {n} token{'s' if n != 1 else ''}, {view['mass_kept']:.1%} of the mass; "
-                 f"entropy {entropy[0]:.2f} -> {entropy[1]:.2f} nats", fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig, ax
+    return (f"kept {n} token{'s' if n != 1 else ''}, {view['mass_kept']:.1%} of the mass; "
+            f"entropy {entropy[0]:.2f} -> {entropy[1]:.2f} nats")
 
 
 def plot_repetition_table(rows: dict, metrics=("rep-4", "distinct-2", "loops")):

@@ -6,6 +6,7 @@ import contextlib
 import contextvars
 import threading
 
+import matplotlib
 import matplotlib.pyplot as plt
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure
@@ -41,14 +42,18 @@ class _SharedRendererCanvas(FigureCanvasAgg):
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 3.5, **kwargs):
-    """A figure with a grid of axes, sized per panel: (fig, ax) or (fig, axes). `kwargs` go to `plt.subplots`."""
+    """A figure with a grid of axes, sized per panel: (fig, ax) or (fig, axes). `kwargs` go to `plt.subplots`.
+    Off pyplot (a widget's update), titles sit at a fixed height just above the axes: matplotlib's automatic placement,
+    which measures the tick labels once more in case an axis or offset text sits on top, was a sixth of rope_explorer's
+    redraw (tests/test_bad_inputs.py checks that no widget's title needs it)."""
     size = (width * ncols, height * nrows)
     if not _off_pyplot.get():
         return plt.subplots(nrows, ncols, figsize=size, squeeze=True, **kwargs)
     figure_kwargs = {k: kwargs.pop(k) for k in ("constrained_layout", "layout", "dpi") if k in kwargs}
     fig = Figure(figsize=size, **figure_kwargs)
     _SharedRendererCanvas(fig)  # a canvas with a renderer: tight_layout need not draw the figure to measure it
-    return fig, fig.subplots(nrows, ncols, squeeze=True, **kwargs)
+    with matplotlib.rc_context({"axes.titley": 1.0}):  # 1.0 fixes the height; None (the default) places it
+        return fig, fig.subplots(nrows, ncols, squeeze=True, **kwargs)
 
 
 def legend_below(fig, ax, title: str = "") -> None:

@@ -21,6 +21,8 @@ def rope_explorer(head_dim: int = 64):
     factor = w.FloatLogSlider(value=8.0, base=2, min=0, max=6, step=0.5, description="factor s")
     context = w.SelectionSlider(options=[64, 256, 1024, 4096, 32768], value=256, description="trained L")
 
+    drawn = {}  # the figure of the first update; later ones move its lines and relabel them in place
+
     def update():
         scaling = {"rope_type": method.value, "factor": float(factor.value)}
         if method.value in ("yarn", "llama3"):
@@ -29,17 +31,32 @@ def rope_explorer(head_dim: int = 64):
             scaling.update(low_freq_factor=1.0, high_freq_factor=4.0)
         plain, _ = rope_inv_freq(head_dim, base.value)
         scaled, attention_factor = rope_inv_freq(head_dim, base.value, scaling)
-        label = f"{method.value} s={factor.value:g}"
-        fig, (top, bottom) = new_figure(2, 1, width=6.0, height=3.4)  # one figure: laid out, drawn and sent once
-        plot_rope_wavelengths(rope_wavelengths(plain), context.value, {label: rope_wavelengths(scaled)}, ax=top)
-        reach = int(context.value * factor.value * 4)
-        plot_score_bound({"plain": rope_score_bound(head_dim, base.value, reach),
-                          label: rope_score_bound(head_dim, base.value, reach, scaling)},
-                         int(context.value * factor.value), ax=bottom)
-        for ax in (top, bottom):
-            ax.minorticks_off()  # on these many-decade log axes, minor ticks were half of each redraw's time
-        show(fig)
-        turning = (rope_wavelengths(plain) <= context.value).sum().item()
+        label, reach = f"{method.value} s={factor.value:g}", int(context.value * factor.value)
+        wavelengths = {"plain RoPE": rope_wavelengths(plain), label: rope_wavelengths(scaled)}
+        bounds = {"plain": rope_score_bound(head_dim, base.value, 4 * reach),
+                  label: rope_score_bound(head_dim, base.value, 4 * reach, scaling)}
+        if not drawn:
+            fig, (top, bottom) = new_figure(2, 1, width=6.0, height=3.4)  # one figure: laid out, drawn, sent once
+            plot_rope_wavelengths(wavelengths["plain RoPE"], context.value, {label: wavelengths[label]}, ax=top)
+            plot_score_bound(bounds, reach, ax=bottom)
+            for ax in (top, bottom):
+                ax.minorticks_off()  # on these many-decade log axes, minor ticks were half of each redraw's time
+            drawn.update(fig=fig, top=top, bottom=bottom)
+        else:  # the same lines, in the order and with the labels the two plot functions give them
+            top, bottom = drawn["top"], drawn["bottom"]
+            for line, (name, y) in zip(top.lines, wavelengths.items()):
+                line.set_ydata(y)
+                line.set_label(name)
+            top.lines[2].set(ydata=[context.value] * 2, label=f"training context {context.value}")
+            for line, (name, (m, bound)) in zip(bottom.lines, bounds.items()):
+                line.set(data=(m, bound), label=name)
+            bottom.lines[2].set(xdata=[reach] * 2, label=f"context {reach}")
+            for ax in (top, bottom):
+                ax.relim()
+                ax.autoscale_view()
+                ax.legend(fontsize=8)
+        show(drawn["fig"])  # new figures and new ticks were most of a redraw; moving lines is a third faster
+        turning = (wavelengths["plain RoPE"] <= context.value).sum().item()
         say(f"pairs that turn fully within L = {context.value}: {turning} of {head_dim // 2}; "
             f"attention factor {attention_factor:.3f}")
 
