@@ -55,6 +55,7 @@ def test_an_update_swaps_the_views_picture_in_place_and_shows_an_error_as_text()
         print(f"slope {slider.value} < 9")
 
     box = widgets.live_rows(update, [[slider]])
+    assert slider.continuous_update is False  # a drag sends one value, not one per step
     first = box.view.children[0]
     assert isinstance(first, W.Image) and first.value[:4] == b"\x89PNG" and _png_size(first.value) == (300, 200)
     assert box.view.shown_text() == "slope 0 < 9"  # printed text, HTML-escaped and read back
@@ -260,7 +261,7 @@ def _drawn_anew(build, like) -> bytes:
 
     with off_pyplot():
         fig = build()
-    fig.subplots_adjust(**{k: getattr(like.subplotpars, k) for k in ("left", "right", "bottom", "top", "hspace")})
+    fig.subplots_adjust(**{k: getattr(like.subplotpars, k) for k in widgets.core._SUBPLOT_PARAMS})
     pictures, text = widgets.run_update(lambda: widgets.show(fig, layout=False))
     assert len(pictures) == 1, text
     return pictures[0]
@@ -319,3 +320,32 @@ def test_decoding_explorer_sets_its_bars_in_place_to_the_picture_a_new_figure_sh
 
         assert shown_figures[-1] is shown_figures[0]  # the first view's figure, its bars set anew
         assert _pixels_differ(box.view.children[0].value, _drawn_anew(build, shown_figures[-1])) is None, current
+
+
+def test_attention_explorer_redraws_a_new_text_in_place_to_the_picture_a_new_figure_shows(shown_figures):
+    from course_utils import load_model
+    from course_utils.attention import attention_maps
+    from course_utils.plotting import new_figure, plot_attention_weights, plot_entropy_grid
+
+    model, tok = load_model("course-tiny", device="cpu", attn_implementation="eager")
+    box = widgets.attention_explorer(model, tok, "Once upon a time")
+    text, (layer, head) = box.children[0].children[0], box.children[2].children
+    for words, at in [("The cat sat on the mat.", (1, 2)), ("Rosa", (3, 0)), ("Once upon a time", (0, 3))]:
+        text.value, layer.value, head.value = words, *at
+        maps = attention_maps(model, tok, words)
+
+        def build():
+            fig, (heatmap, grid) = new_figure(1, 2, width=3.7, height=3.7)
+            plot_attention_weights(maps["weights"][at], maps["tokens"], maps["tokens"], ax=heatmap,
+                                   title=f"layer {at[0]}, head {at[1]}")
+            plot_entropy_grid(maps["entropy"], uniform=maps["uniform_entropy"], ax=grid, title="mean entropy")
+            return fig
+
+        assert shown_figures[-1] is shown_figures[0]  # the first view's figure, redrawn
+        assert _pixels_differ(box.view.children[0].value, _drawn_anew(build, shown_figures[-1])) is None, words
+    text.value = "word " * 45  # more tokens than a heatmap labels: a new figure
+    assert shown_figures[-1] is not shown_figures[0] and "Could not update" not in box.view.shown_text()
+    with pytest.raises(ValueError, match="entropy must have the drawn grid's 16 cells"):
+        from course_utils.plotting import redraw_entropy_grid
+
+        redraw_entropy_grid(shown_figures[0].axes[1], maps["entropy"][:2])

@@ -5,8 +5,9 @@ memory plots), sft (07), dpo (08), grpo (09), rlhf (10), quant (11), evaluation 
 """
 
 from .figure import live_figure, new_figure  # noqa: F401
-from .attention import (plot_attention_weights, plot_masks, plot_scaling_study, plot_entropy_grid,  # noqa: F401
-                        plot_attention_cost, plot_head_patterns, plot_dca_positions, plot_sink_study)
+from .attention import (LABELLED_TOKENS, plot_attention_weights, plot_masks, plot_scaling_study,  # noqa: F401
+                        plot_entropy_grid, plot_attention_cost, plot_head_patterns, plot_dca_positions,
+                        plot_sink_study, redraw_attention_weights, redraw_entropy_grid)
 from .norms import plot_norm_axes, plot_grad_norms, plot_norm_loss_curves, plot_activations  # noqa: F401
 from .positional import (plot_position_matrix, plot_rope_wavelengths, plot_t5_buckets,  # noqa: F401
                          plot_extrapolation, plot_position_loss, plot_rope_rotation, plot_score_bound,

@@ -3,30 +3,60 @@
 from __future__ import annotations
 
 import torch
+from matplotlib.ticker import FixedFormatter
 
 from .figure import new_figure
 
 
+LABELLED_TOKENS = 40  # a heatmap of at most this many queries and keys gets a label per token
+
+
 def plot_attention_weights(weights, tokens_q=None, tokens_k=None, *, ax=None, title: str = "", vmax=None):
     """Heatmap of one attention matrix weights (T, S), rows = queries, columns = keys; token labels optional."""
+    w = _weight_matrix(weights, tokens_q, tokens_k)
+    fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=4.5, height=4.0)
+    im = ax.imshow(w.numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
+    _label_tokens(ax, w, tokens_q, tokens_k)
+    ax.set_xlabel("key")
+    ax.set_ylabel("query")
+    ax.set_title(title)
+    return fig, ax
+
+
+def redraw_attention_weights(ax, weights, tokens_q=None, tokens_k=None, *, title: str = "", vmax=None) -> None:
+    """Set the heatmap that plot_attention_weights drew on `ax` to new weights (T, S), labels and title in place (a
+    widget's redraw without new axes, colour bar and ticks). Old and new at most LABELLED_TOKENS tokens each, or
+    neither labelled."""
+    w = _weight_matrix(weights, tokens_q, tokens_k)
+    image = ax.images[0]
+    image.set_data(w.numpy())
+    image.set_extent((-0.5, w.shape[1] - 0.5, w.shape[0] - 0.5, -0.5))  # where imshow puts a (T, S) image
+    image.set_clim(0.0, w.max().item() if vmax is None else vmax)  # as imshow scales it
+    _label_tokens(ax, w, tokens_q, tokens_k)
+    ax.set_title(title)
+
+
+def _weight_matrix(weights, tokens_q, tokens_k) -> torch.Tensor:
     w = weights.detach().float().cpu() if isinstance(weights, torch.Tensor) else torch.as_tensor(weights).float()
     if w.dim() != 2:
         raise ValueError(f"weights must be a (T, S) matrix, got shape {tuple(w.shape)}")
     for name, toks, n in (("tokens_q", tokens_q, w.shape[0]), ("tokens_k", tokens_k, w.shape[1])):
         if toks is not None and len(toks) != n:
             raise ValueError(f"{name} must have {n} labels to match weights {tuple(w.shape)}, got {len(toks)}")
-    fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=4.5, height=4.0)
-    im = ax.imshow(w.numpy(), cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="attention weight")
-    small = max(w.shape) <= 40
-    if tokens_k is not None and small:
-        ax.set_xticks(range(len(tokens_k)), [repr(t)[1:-1] for t in tokens_k], rotation=90, fontsize=7)
-    if tokens_q is not None and small:
-        ax.set_yticks(range(len(tokens_q)), [repr(t)[1:-1] for t in tokens_q], fontsize=7)
-    ax.set_xlabel("key")
-    ax.set_ylabel("query")
-    ax.set_title(title)
-    return fig, ax
+    return w
+
+
+def _label_tokens(ax, w, tokens_q, tokens_k) -> None:
+    """A tick label per token where there are at most LABELLED_TOKENS (kept where the axis already has these)."""
+    if max(w.shape) > LABELLED_TOKENS:
+        return
+    for axis, tokens, style in ((ax.xaxis, tokens_k, dict(rotation=90, fontsize=7)),
+                                (ax.yaxis, tokens_q, dict(fontsize=7))):
+        labels = None if tokens is None else [repr(t)[1:-1] for t in tokens]
+        shown = axis.get_major_formatter()
+        if labels is not None and not (isinstance(shown, FixedFormatter) and list(shown.seq) == labels):
+            axis.set_ticks(range(len(labels)), labels, **style)
 
 
 def plot_masks(masks: dict):
@@ -63,21 +93,44 @@ def plot_scaling_study(unscaled: dict, scaled: dict):
 
 def plot_entropy_grid(entropy, *, uniform: float | None = None, ax=None, title: str = ""):
     """Layers × heads grid of mean attention entropy (nats), each cell annotated; `uniform` is noted in the title."""
-    e = entropy.detach().float().cpu() if isinstance(entropy, torch.Tensor) else torch.as_tensor(entropy).float()
-    if e.dim() != 2:
-        raise ValueError(f"entropy must be a (layers, heads) grid, got shape {tuple(e.shape)}")
+    e = _entropy_grid(entropy)
     fig, ax = (ax.figure, ax) if ax is not None else new_figure(width=0.6 * e.shape[1] + 2.5, height=0.5 * e.shape[0] + 1.5)
     im = ax.imshow(e.numpy(), cmap="magma", vmin=0.0, vmax=uniform, aspect="auto")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="entropy (nats)")
-    for (i, j), val in ((ij, e[ij].item()) for ij in [(i, j) for i in range(e.shape[0]) for j in range(e.shape[1])]):
-        ax.text(j, i, f"{val:.2f}", ha="center", va="center", fontsize=7,
-                color="white" if uniform is None or val < 0.45 * uniform else "black")  # legible on the colour
+    for i in range(e.shape[0]):
+        for j in range(e.shape[1]):
+            ax.text(j, i, "", ha="center", va="center", fontsize=7)
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
     ax.set_xticks(range(e.shape[1]))
     ax.set_yticks(range(e.shape[0]))
-    ax.set_title(title + (f"  (uniform = {uniform:.2f} nats)" if uniform is not None else ""))
+    _annotate_entropy(ax, e, uniform, title)
     return fig, ax
+
+
+def redraw_entropy_grid(ax, entropy, *, uniform: float | None = None, title: str = "") -> None:
+    """Set the grid that plot_entropy_grid drew on `ax` to new entropies of the same shape, in place."""
+    e = _entropy_grid(entropy)
+    if e.numel() != len(ax.texts):
+        raise ValueError(f"entropy must have the drawn grid's {len(ax.texts)} cells, got shape {tuple(e.shape)}")
+    ax.images[0].set_data(e.numpy())
+    ax.images[0].set_clim(0.0, e.max().item() if uniform is None else uniform)  # as imshow scales it
+    _annotate_entropy(ax, e, uniform, title)
+
+
+def _entropy_grid(entropy) -> torch.Tensor:
+    e = entropy.detach().float().cpu() if isinstance(entropy, torch.Tensor) else torch.as_tensor(entropy).float()
+    if e.dim() != 2:
+        raise ValueError(f"entropy must be a (layers, heads) grid, got shape {tuple(e.shape)}")
+    return e
+
+
+def _annotate_entropy(ax, e, uniform, title) -> None:
+    """Each cell's value, legible on its colour, and the title noting `uniform`."""
+    for text, val in zip(ax.texts, e.flatten().tolist()):
+        text.set_text(f"{val:.2f}")
+        text.set_color("white" if uniform is None or val < 0.45 * uniform else "black")
+    ax.set_title(title + (f"  (uniform = {uniform:.2f} nats)" if uniform is not None else ""))
 
 
 def plot_attention_cost(rows: list, *, quadratic_ref: bool = True):

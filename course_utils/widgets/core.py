@@ -290,8 +290,12 @@ class Explorer(w.VBox):
 def live_rows(update: Callable, rows: list[list]):
     """Run `update` now and whenever a control in `rows` changes, its figures and text shown in a `View`; return an
     Explorer: the controls, one wrapping row per list (narrow screens wrap them instead of shrinking them), above the
-    view, with a picture of this first view for the stored notebook."""
+    view, with a picture of this first view for the stored notebook. A slider sends its value when it is let go (or
+    on each key press), not at every step of a drag: the kernel would redraw every step, one after the other."""
     controls = [c for row in rows for c in row if hasattr(c, "value") and not isinstance(c, w.HTML)]
+    for control in controls:
+        if hasattr(control, "continuous_update"):
+            control.continuous_update = False
 
     def shown(c):  # a control's value as its reader sees it: quoted text, an option's label
         return repr(c.value) if isinstance(c, w.Text) else getattr(c, "label", None) or c.value

@@ -23,7 +23,7 @@ def eval_size_explorer():
 
     from ..plotting import plot_gain_distribution
 
-    wide = dict(style={"description_width": "initial"}, layout=w.Layout(min_width="260px"), continuous_update=False)
+    wide = dict(style={"description_width": "initial"}, layout=w.Layout(min_width="260px"))
     n = w.IntSlider(value=500, min=50, max=20000, step=50, description="problems per model", **wide)
     p = w.FloatSlider(value=0.6, min=0.05, max=0.9, step=0.01, description="weaker model's accuracy", **wide)
     gain = w.FloatSlider(value=0.03, min=0.005, max=0.1, step=0.001, readout_format=".3f", description="true gain",

@@ -24,7 +24,7 @@ def rag_explorer(reader, tokenizer, encoder, encoder_tokenizer, world_seed: int 
                           value="home", description="question", **wide)
     retriever = w.ToggleButtons(options=list(retrievers), value="MiniLM", description="retriever",
                                 style={"description_width": "initial", "button_width": "80px"})
-    k = w.IntSlider(value=1, min=1, max=5, description="passages (k)", continuous_update=False, **wide)
+    k = w.IntSlider(value=1, min=1, max=5, description="passages (k)", **wide)
 
     def update():
         fact = next(f for f in world if f.name == name.value and f.relation == relation.value)
