@@ -44,7 +44,7 @@ class _SharedRendererCanvas(FigureCanvasAgg):
 def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.0, height: float = 3.5, **kwargs):
     """A figure with a grid of axes, sized per panel: (fig, ax) or (fig, axes). `kwargs` go to `plt.subplots`.
     Off pyplot (a widget's update), titles sit at a fixed height just above the axes: matplotlib's automatic placement,
-    which measures the tick labels once more in case an axis or offset text sits on top, was a sixth of rope_explorer's
+    which measures the tick labels once more in case an axis or offset text sits on top, took 7 % of rope_explorer's
     redraw (tests/test_bad_inputs.py checks that no widget's title needs it)."""
     size = (width * ncols, height * nrows)
     if not _off_pyplot.get():

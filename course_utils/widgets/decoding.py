@@ -11,8 +11,8 @@ from .core import live_rows, say, show
 def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 12, seed: int = 0, top: int = 15):
     """Sliders for temperature, top-k, top-p, min-p and repetition penalty over the next-token distribution of
     `prompt`: bars before/after filtering (kept tokens, mass, entropy) and a seeded sampled continuation of
-    `max_new_tokens` (each token costs a forward pass on every move: 12 keep course-tiny's update near 0.15 s on
-    2 cores, 30 took 0.24 s)."""
+    `max_new_tokens` (each costs a forward pass at every move: 12 keep a course-tiny update within the widgets' aim of
+    0.3 s on 2 cores, benchmarks/bench_widgets.py)."""
     import torch
 
     from ..decoding import filter_view, generate

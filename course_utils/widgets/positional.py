@@ -45,8 +45,7 @@ def rope_explorer(head_dim: int = 64):
         else:  # the same lines, in the order and with the labels the two plot functions give them
             top, bottom = drawn["top"], drawn["bottom"]
             for line, (name, y) in zip(top.lines, wavelengths.items()):
-                line.set_ydata(y)
-                line.set_label(name)
+                line.set(ydata=y, label=name)
             top.lines[2].set(ydata=[context.value] * 2, label=f"training context {context.value}")
             for line, (name, (m, bound)) in zip(bottom.lines, bounds.items()):
                 line.set(data=(m, bound), label=name)
