@@ -202,7 +202,7 @@ _SETTLED = """(el, [start, moved, quiet, timeout]) => new Promise(done => {
     check(); })"""
 
 
-def _update_time(output, action=None, quiet: float = 0.5, timeout: float = 20.0) -> float:
+def _update_time(output, action=None, quiet: float = 0.3, timeout: float = 20.0) -> float:
     """Run `action` (a control's move) and wait: seconds from the move to the output's last change, once it has
     changed, shows a figure or text, and stays still for `quiet` seconds; inf if it never changes within `timeout`.
     Without an action, wait until the output has been still for `quiet` seconds."""
@@ -263,7 +263,7 @@ def _drive_widget(page, cell, name: str) -> None:
     assert controls, f"{name}: no controls found in its cell"
     times, problems = {}, []
     _update_time(output)  # the first view drawn
-    for label, prepare in controls:  # each update is waited out, still for 0.5 s, before the next control moves
+    for label, prepare in controls:  # each update is waited out, still for 0.3 s, before the next control moves
         seconds = _update_time(output, prepare())
         times[label] = round(seconds, 3)
         if seconds == float("inf"):
