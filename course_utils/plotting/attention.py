@@ -30,8 +30,9 @@ def redraw_attention_weights(ax, weights, tokens_q=None, tokens_k=None, *, title
     neither labelled."""
     w = _weight_matrix(weights, tokens_q, tokens_k)
     image = ax.images[0]
+    if image.get_array().shape != w.shape:  # a new text: the image and the axes' limits take its size
+        image.set_extent((-0.5, w.shape[1] - 0.5, w.shape[0] - 0.5, -0.5))  # where imshow puts a (T, S) image
     image.set_data(w.numpy())
-    image.set_extent((-0.5, w.shape[1] - 0.5, w.shape[0] - 0.5, -0.5))  # where imshow puts a (T, S) image
     image.set_clim(0.0, w.max().item() if vmax is None else vmax)  # as imshow scales it
     _label_tokens(ax, w, tokens_q, tokens_k)
     ax.set_title(title)
