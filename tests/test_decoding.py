@@ -241,5 +241,5 @@ def test_filter_plot_title_reads_right_at_one_token():
     logits = torch.tensor([5.0, 1.0, 0.5, -2.0])
     fig, ax = plot_next_token_filter(filter_view(logits, torch.tensor([[3]]), top_k=1), Tok(), top=4)
     title = ax.get_title()
-    assert "kept 1 token," in title and "-> 0.00 nats" in title and "-0.00" not in title, title
+    assert "kept 1 token (" in title and "-> 0.00 nats" in title and "-0.00" not in title, title
     plt.close(fig)

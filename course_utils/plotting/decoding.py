@@ -53,7 +53,7 @@ def _filter_bars(view: dict, tokenizer, top: int) -> tuple[list[str], list[float
 def _filter_title(view: dict) -> str:
     n = view["n_kept"]
     entropy = [max(0.0, view[k]) for k in ("entropy_before", "entropy_after")]  # no "-0.00" from rounding
-    return (f"kept {n} token{'s' if n != 1 else ''}, {view['mass_kept']:.1%} of the mass; "
+    return (f"kept {n} token{'s' if n != 1 else ''} ({view['mass_kept']:.1%} of the mass before filtering); "
             f"entropy {entropy[0]:.2f} -> {entropy[1]:.2f} nats")
 
 

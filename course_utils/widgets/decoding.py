@@ -58,7 +58,8 @@ def decoding_explorer(model, tokenizer, prompt: str, *, max_new_tokens: int = 12
                           min_p=values["min_p"] if values["min_p"] > 0 else None,
                           repetition_penalty=values["repetition_penalty"],
                           generator=torch.Generator(device=device).manual_seed(seed))
-        say(f"sample (seed {seed}): {prompt}|{tokenizer.decode(sample[0, ids.shape[1]:])}")
+        say(f"sample (seed {seed}, {sample.shape[1] - ids.shape[1]} new tokens): {prompt}|"
+            f"{tokenizer.decode(sample[0, ids.shape[1]:])}")
 
     names = list(sliders)  # at 1024 px each row wraps instead of shrinking the sliders to slivers
     return live_rows(update, [[sliders[k] for k in names[:3]], [sliders[k] for k in names[3:]]])
