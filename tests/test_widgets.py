@@ -349,3 +349,27 @@ def test_attention_explorer_redraws_a_new_text_in_place_to_the_picture_a_new_fig
         from course_utils.plotting import redraw_entropy_grid
 
         redraw_entropy_grid(shown_figures[0].axes[1], maps["entropy"][:2])
+
+
+def test_quant_explorer_moves_its_grid_lines_in_place_to_the_picture_a_new_figure_shows(shown_figures):
+    from course_utils import load_model, quant
+    from course_utils.env import REPO_ROOT
+    from course_utils.plotting import plot_weight_grid
+
+    box = widgets.quant_explorer(n_calibration=4)
+    (layer, method), (bits, group) = (row.children for row in box.children[:2])
+    model, _ = load_model(str(REPO_ROOT / "data" / "course-tiny-sft"), device="cpu")
+    for m, b, g in [("rtn", 2, 0), ("rtn", 8, 32), ("rtn", 3, 64)]:
+        method.value, bits.value, group.value = m, b, g
+        weight = dict(model.named_modules())[layer.value].weight.detach()
+        w_hat = quant.layer_errors(weight, weight[:2], weight[:2], m, b, g or None)["w_hat"]  # rtn: no calibration
+
+        def build():
+            fig, _ = plot_weight_grid(weight[0], w_hat[0],
+                                      title=f"row 0 of {layer.value}: float weights and the values they round to")
+            return fig
+
+        assert shown_figures[-1] is shown_figures[0]  # the first view's figure, its lines moved
+        assert _pixels_differ(box.view.children[0].value, _drawn_anew(build, shown_figures[-1])) is None, (m, b, g)
+    layer.value = layer.options[0]  # another layer: another row, a new figure
+    assert shown_figures[-1] is not shown_figures[0]

@@ -25,6 +25,6 @@ from .grpo import (live_history, plot_grpo_history, plot_pass_at_k, plot_reward_
                    plot_token_weights)
 from .rlhf import plot_best_of_n, plot_calibration, plot_overoptimization, plot_rlhf_history  # noqa: F401
 from .quant import (plot_channel_absmax, plot_distill, plot_error_vs_bits, plot_kl_fits,  # noqa: F401
-                    plot_quant_table, plot_weight_grid)
+                    plot_quant_table, plot_weight_grid, redraw_weight_grid)
 from .evaluation import plot_contamination, plot_gain_distribution, plot_judges, plot_se_vs_n  # noqa: F401
 from .beyond import plot_accuracies, plot_causal_trace, plot_choice_probs, plot_decode_memory  # noqa: F401

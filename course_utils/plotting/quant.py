@@ -29,11 +29,11 @@ def plot_error_vs_bits(rows: list, *, title: str = ""):
 
 def plot_weight_grid(w_row, w_hat_row, *, title: str = ""):
     """One weight row: a histogram of its float values and the grid values its quantized copy uses (vertical lines)."""
-    w_row, w_hat_row = np.asarray(w_row, dtype=float), np.asarray(w_hat_row, dtype=float)
+    w_row = np.asarray(w_row, dtype=float)
     fig, ax = new_figure(width=6.0, height=3.0)
     ax.hist(w_row, bins=60, histtype="stepfilled", color="0.6",  # one polygon: 60 bars took a third of a redraw
             label="float weights of the row")
-    levels = np.unique(np.round(w_hat_row, 8))
+    levels = _grid_values(w_hat_row)
     ax.vlines(levels, 0, 1, transform=ax.get_xaxis_transform(), color="C3", lw=1, alpha=0.8,
               label="values after quantization")  # one collection: 256 axvlines took half a redraw at 8 bits
     ax.set_xlabel("weight value")
@@ -41,6 +41,22 @@ def plot_weight_grid(w_row, w_hat_row, *, title: str = ""):
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title(title or f"{len(levels)} distinct values after quantization", fontsize=9)
     return fig, ax
+
+
+def redraw_weight_grid(ax, w_hat_row, *, title: str = "") -> None:
+    """Move the grid lines that plot_weight_grid drew on `ax` to another quantized copy of the same row, in place (a
+    widget's redraw without a new figure, histogram and ticks)."""
+    levels = _grid_values(w_hat_row)
+    ax.collections[0].set_segments([[(x, 0), (x, 1)] for x in levels])
+    ax.relim()  # the histogram; a collection's extent is not counted, so the lines' is added as vlines adds it
+    ax.update_datalim([(levels.min(), 0), (levels.max(), 0)], updatey=False)
+    ax.autoscale_view()
+    ax.set_title(title or f"{len(levels)} distinct values after quantization", fontsize=9)
+
+
+def _grid_values(w_hat_row) -> np.ndarray:
+    """The distinct values of a quantized row (rounded to 1e-8: float noise is not a grid value)."""
+    return np.unique(np.round(np.asarray(w_hat_row, dtype=float), 8))
 
 
 def plot_channel_absmax(absmax: dict, *, title: str = ""):

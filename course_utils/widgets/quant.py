@@ -16,7 +16,7 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
     from ..data import make_sft_conversations
     from ..env import REPO_ROOT
     from ..models import load_model
-    from ..plotting import plot_weight_grid
+    from ..plotting import plot_weight_grid, redraw_weight_grid
     from ..sft import build_sft_example, collate
 
     check_int("n_calibration", n_calibration)
@@ -36,14 +36,20 @@ def quant_explorer(model=None, tokenizer=None, *, n_calibration: int = 32):
     group = w.Dropdown(options=[("one scale per row", 0), ("groups of 64", 64), ("groups of 32", 32)],
                        value=0, description="scales", **wide)  # 0, not None: None would select nothing
 
+    drawn = {}  # the layer's figure; another method, bit width or grouping moves its grid lines in place
+
     def update():
         weight = modules[layer.value].weight.detach()
         result = quant.layer_errors(weight, calib_inputs[layer.value], test_inputs[layer.value], method.value,
                                     bits.value, group.value or None)
         say(f"{layer.value} {tuple(weight.shape)}, {method.value} at {bits.value} bits: relative weight error "
             f"{result['weight_error']:.4f}, relative output error on held-out tokens {result['output_error']:.4f}")
-        fig, _ = plot_weight_grid(weight[0], result["w_hat"][0],
-                                  title=f"row 0 of {layer.value}: float weights and the values they round to")
-        show(fig)
+        title = f"row 0 of {layer.value}: float weights and the values they round to"
+        if drawn.get("layer") == layer.value:
+            redraw_weight_grid(drawn["ax"], result["w_hat"][0], title=title)
+        else:
+            fig, ax = plot_weight_grid(weight[0], result["w_hat"][0], title=title)
+            drawn.update(layer=layer.value, fig=fig, ax=ax)
+        show(drawn["fig"])
 
     return live_rows(update, [[layer, method], [bits, group]])
