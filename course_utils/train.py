@@ -332,8 +332,9 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] 
     model.train()
     t0 = time.time()
     for step in range(start, end):
+        lr = lr_at(step, cfg)
         for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr
         total, extra = 0.0, {}
         for micro in range(cfg.grad_accum):
             batch = data(step * cfg.grad_accum + micro) if iterator is None else next(iterator)
@@ -358,10 +359,10 @@ def train(model: torch.nn.Module, loss_fn: Callable, data: Callable[[int], Any] 
         metrics.append(extra)
         done = step + 1
         if callback is not None and rank == 0:
-            callback({"step": done, "loss": total, "lr": lr_at(step, cfg), **extra})
+            callback({"step": done, "loss": total, "lr": lr, **extra})
         if cfg.log_every and rank == 0 and (done % cfg.log_every == 0 or done == end):
             shown = "".join(f"  {k} {v:.3f}" for k, v in extra.items())
-            print(f"step {done:5d}  loss {total:.4f}  lr {lr_at(step, cfg):.2e}{shown}", flush=True)
+            print(f"step {done:5d}  loss {total:.4f}  lr {lr:.2e}{shown}", flush=True)
         if cfg.save_every and (done % cfg.save_every == 0 or done == end):
             if rank == 0:  # one writer; the other ranks hold identical weights
                 saved.append(str(save_checkpoint(Path(cfg.checkpoint_dir) / f"step_{done:06d}", model, optimizer,

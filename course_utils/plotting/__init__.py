@@ -11,7 +11,8 @@ from .attention import (LABELLED_TOKENS, plot_attention_weights, plot_masks, plo
 from .norms import plot_norm_axes, plot_grad_norms, plot_norm_loss_curves, plot_activations  # noqa: F401
 from .positional import (plot_position_matrix, plot_rope_wavelengths, plot_t5_buckets,  # noqa: F401
                          plot_extrapolation, plot_position_loss, plot_rope_rotation, plot_score_bound,
-                         plot_alibi_bias, plot_passkey_accuracy, plot_score_profile)
+                         plot_alibi_bias, plot_passkey_accuracy, plot_score_profile, redraw_rope_wavelengths,
+                         redraw_score_bound)
 from .moe import (plot_drop_vs_capacity, plot_expert_share, plot_loss_vs_flops, plot_router_tradeoff,  # noqa: F401
                   plot_routing_map)
 from .decoding import (plot_next_token_filter, plot_repetition_table, plot_accuracy_vs_n,  # noqa: F401

@@ -28,12 +28,33 @@ def plot_rope_wavelengths(wavelengths, context: int, labelled: dict | None = Non
     ax.semilogy(wavelengths, marker="o", ms=3, label="plain RoPE")
     for label, w in (labelled or {}).items():
         ax.semilogy(w, marker=".", ms=3, lw=1, label=label)
-    ax.axhline(context, color="r", ls="--", label=f"training context {context}")
+    ax.axhline(context, color="r", ls="--", label=_trained_label(context))
     ax.set_xlabel("rotary pair i")
     ax.set_ylabel("wavelength 2*pi/theta_i (tokens)")
     ax.set_title("tokens per turn of each rotary pair")
     ax.legend(fontsize=8)
     return fig, ax
+
+
+def redraw_rope_wavelengths(ax, wavelengths, context: int, labelled: dict | None = None) -> None:
+    """Move the lines plot_rope_wavelengths drew on `ax` (the same number of variants) to new wavelengths, context and
+    labels, in place: a widget's redraw without new axes and ticks."""
+    curves = {"plain RoPE": wavelengths, **(labelled or {})}
+    for line, (label, w) in zip(ax.lines, curves.items()):
+        line.set(ydata=w, label=label)
+    ax.lines[len(curves)].set(ydata=[context] * 2, label=_trained_label(context))
+    _rescale_and_relabel(ax)
+
+
+def _trained_label(context: int) -> str:
+    return f"training context {context}"
+
+
+def _rescale_and_relabel(ax) -> None:
+    """Limits and legend of `ax` for its lines' new data and labels."""
+    ax.relim()
+    ax.autoscale_view()
+    ax.legend(fontsize=8)
 
 
 def plot_t5_buckets(rel, buckets: dict):
@@ -104,12 +125,24 @@ def plot_score_bound(curves: dict, context: int | None = None, *, ax=None):
     for label, (m, bound) in curves.items():
         ax.semilogx(m, bound, label=label)
     if context:
-        ax.axvline(context, color="gray", ls=":", label=f"context {context}")
+        ax.axvline(context, color="gray", ls=":", label=_context_label(context))
     ax.set_xlabel("relative distance m (tokens)")
     ax.set_ylabel("(2/D) sum_j |S_j|")
     ax.set_title("RoPE's long-term decay (Su et al. 2021, Sec. 3.4.3)")
     ax.legend(fontsize=8)
     return fig, ax
+
+
+def redraw_score_bound(ax, curves: dict, context: int) -> None:
+    """Move the lines plot_score_bound drew on `ax` (the same curves, with a context line) to new data, in place."""
+    for line, (label, (m, bound)) in zip(ax.lines, curves.items()):
+        line.set(data=(m, bound), label=label)
+    ax.lines[len(curves)].set(xdata=[context] * 2, label=_context_label(context))
+    _rescale_and_relabel(ax)
+
+
+def _context_label(context: int) -> str:
+    return f"context {context}"
 
 
 def plot_alibi_bias(bias, heads=(0, 3, 7)):

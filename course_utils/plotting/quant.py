@@ -39,7 +39,7 @@ def plot_weight_grid(w_row, w_hat_row, *, title: str = ""):
     ax.set_xlabel("weight value")
     ax.set_ylabel("weights in the row")
     ax.legend(fontsize=8, loc="upper right")
-    ax.set_title(title or f"{len(levels)} distinct values after quantization", fontsize=9)
+    ax.set_title(title or _grid_title(levels), fontsize=9)
     return fig, ax
 
 
@@ -51,7 +51,11 @@ def redraw_weight_grid(ax, w_hat_row, *, title: str = "") -> None:
     ax.relim()  # the histogram; a collection's extent is not counted, so the lines' is added as vlines adds it
     ax.update_datalim([(levels.min(), 0), (levels.max(), 0)], updatey=False)
     ax.autoscale_view()
-    ax.set_title(title or f"{len(levels)} distinct values after quantization", fontsize=9)
+    ax.set_title(title or _grid_title(levels), fontsize=9)
+
+
+def _grid_title(levels) -> str:
+    return f"{len(levels)} distinct values after quantization"
 
 
 def _grid_values(w_hat_row) -> np.ndarray:

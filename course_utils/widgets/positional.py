@@ -12,7 +12,8 @@ def rope_explorer(head_dim: int = 64):
     """Sliders for RoPE's base, a scaling method and factor, and the context: each pair's wavelength against the
     context, and RoPE's long-term decay bound vs distance, plain next to scaled."""
 
-    from ..plotting import new_figure, plot_rope_wavelengths, plot_score_bound
+    from ..plotting import (new_figure, plot_rope_wavelengths, plot_score_bound, redraw_rope_wavelengths,
+                            redraw_score_bound)
     from ..positional import rope_inv_freq, rope_score_bound, rope_wavelengths
 
     check_int("head_dim", head_dim, 2)
@@ -42,18 +43,9 @@ def rope_explorer(head_dim: int = 64):
             for ax in (top, bottom):
                 ax.minorticks_off()  # on these many-decade log axes, minor ticks were half of each redraw's time
             drawn.update(fig=fig, top=top, bottom=bottom)
-        else:  # the same lines, in the order and with the labels the two plot functions give them
-            top, bottom = drawn["top"], drawn["bottom"]
-            for line, (name, y) in zip(top.lines, wavelengths.items()):
-                line.set(ydata=y, label=name)
-            top.lines[2].set(ydata=[context.value] * 2, label=f"training context {context.value}")
-            for line, (name, (m, bound)) in zip(bottom.lines, bounds.items()):
-                line.set(data=(m, bound), label=name)
-            bottom.lines[2].set(xdata=[reach] * 2, label=f"context {reach}")
-            for ax in (top, bottom):
-                ax.relim()
-                ax.autoscale_view()
-                ax.legend(fontsize=8)
+        else:
+            redraw_rope_wavelengths(drawn["top"], wavelengths["plain RoPE"], context.value, {label: wavelengths[label]})
+            redraw_score_bound(drawn["bottom"], bounds, reach)
         show(drawn["fig"])  # new figures and new ticks were most of a redraw; moving lines is a third faster
         turning = (wavelengths["plain RoPE"] <= context.value).sum().item()
         say(f"pairs that turn fully within L = {context.value}: {turning} of {head_dim // 2}; "
